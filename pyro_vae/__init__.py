@@ -1,0 +1,26 @@
+"""pyro-vae: probabilistic generative models in Pyro, trained by one SVI loop, scored in nats.
+
+Example
+-------
+>>> from pyro_vae import DataConfig, TrainConfig, VAE, VAEConfig, evaluate, fit, load_dataset
+>>> data = load_dataset(DataConfig("digits"))
+>>> vae = VAE(data.data_dim, VAEConfig(latent_dim=8))
+>>> result = fit(vae, data, TrainConfig(epochs=5, progress=False))
+>>> test = evaluate(vae, data.x_test, num_samples=100)
+"""
+
+__version__ = "0.1.0"
+
+from .data import DataConfig, Dataset, load_dataset  # noqa: E402
+from .inference import (  # noqa: E402
+    Callback, FitResult, TrainConfig, elbo, evaluate, fit, log_importance_weights, log_likelihood,
+)
+from .models import MODELS, GenerativeModel, VAE, VAEConfig  # noqa: E402
+from .runs import RunConfig, evaluate_run, load_run, resume_run, train_run  # noqa: E402
+
+__all__ = [
+    "Callback", "DataConfig", "Dataset", "FitResult", "GenerativeModel", "MODELS", "RunConfig",
+    "TrainConfig", "VAE", "VAEConfig", "__version__", "elbo", "evaluate", "evaluate_run", "fit",
+    "load_dataset", "load_run", "log_importance_weights", "log_likelihood", "resume_run",
+    "train_run",
+]

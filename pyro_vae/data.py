@@ -1,0 +1,283 @@
+"""Data sets held as tensors, split once with a fixed seed, batched on the training device.
+
+A :class:`Dataset` keeps every split as one float tensor of shape ``(n, D)`` with pixels in
+[0, 1] (``D = C * H * W``) and, where the source has them, integer labels of shape ``(n,)``.
+Batches are slices of those tensors on the training device: no per-item ``DataLoader`` work.
+
+Binarization (for Bernoulli likelihoods) follows the literature's protocol:
+
+- ``dynamic``: every training batch is a fresh Bernoulli draw of its grey levels; the
+  validation and test sets are binarized once with a fixed seed, so reported log-likelihoods
+  are proper discrete likelihoods that do not change between evaluations;
+- ``static``: the training set too is binarized once;
+- ``none``: grey levels are kept (for continuous likelihoods).
+
+Example
+-------
+>>> from pyro_vae.data import DataConfig, load_dataset
+>>> data = load_dataset(DataConfig(name="digits"))
+>>> data.x_train.shape[1], data.image_shape
+(64, (1, 8, 8))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import check_choice, check_fraction, check_non_negative_int, check_positive_int
+
+BINARIZE_CHOICES = ("dynamic", "static", "none")
+
+
+@dataclass
+class DataConfig:
+    """Which data set to load and how to split and binarize it.
+
+    Parameters
+    ----------
+    name : str
+        A registered data set (``digits`` ...) or ``npz:PATH`` for a user's own arrays.
+    binarize : str
+        ``dynamic`` (default), ``static`` or ``none``; see the module docstring.
+    test_fraction : float
+        Share held out for testing, for sources without an official test split.
+    val_fraction : float
+        Share of the training part held out for validation (0 disables it).
+    split_seed : int
+        Seed of the train/validation/test split and of the one-off binarizations.
+    data_dir : str or None
+        Where file-based sources look for their files.
+    download : bool
+        Allow sources that can download (MNIST, Fashion-MNIST) to do so.
+    subset : int or None
+        Keep only the first ``subset`` training examples (after shuffling); for quick runs.
+    """
+
+    name: str = "digits"
+    binarize: str = "dynamic"
+    test_fraction: float = 0.2
+    val_fraction: float = 0.0
+    split_seed: int = 0
+    data_dir: str | None = None
+    download: bool = False
+    subset: int | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"dataset must be a non-empty string, got {self.name!r}")
+        if not self.name.startswith("npz:"):
+            check_choice("dataset", self.name, list(DATASETS) + ["npz:PATH"])
+        check_choice("binarize", self.binarize, BINARIZE_CHOICES)
+        check_fraction("test_fraction", self.test_fraction, allow_zero=False)
+        check_fraction("val_fraction", self.val_fraction)
+        check_non_negative_int("split_seed", self.split_seed)
+        if self.subset is not None:
+            check_positive_int("subset", self.subset)
+
+
+@dataclass
+class RawData:
+    """What a source loader returns: grey levels in [0, 1], flattened, before splitting.
+
+    ``x_test``/``y_test`` are ``None`` for sources without an official test split.
+    """
+
+    x: np.ndarray  # (n, D) float32 in [0, 1]
+    y: np.ndarray | None  # (n,) int64
+    image_shape: tuple[int, int, int]  # (C, H, W)
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    num_classes: int | None = None
+
+
+@dataclass
+class Dataset:
+    """Train/validation/test tensors of one data set, ready for batching.
+
+    ``x_*`` have shape ``(n, D)``; ``y_*`` have shape ``(n,)`` or are ``None``.
+    The validation split is empty (``n = 0``) unless ``val_fraction > 0``.
+    """
+
+    name: str
+    image_shape: tuple[int, int, int]
+    x_train: torch.Tensor
+    y_train: torch.Tensor | None
+    x_val: torch.Tensor
+    y_val: torch.Tensor | None
+    x_test: torch.Tensor
+    y_test: torch.Tensor | None
+    num_classes: int | None
+    binarize: str
+
+    @property
+    def data_dim(self) -> int:
+        return self.x_train.shape[1]
+
+    @property
+    def binary(self) -> bool:
+        """Whether every batch this data set yields holds only 0s and 1s."""
+        return self.binarize != "none"
+
+    def to(self, device=None, dtype=None) -> "Dataset":
+        """Return a copy with every ``x`` tensor moved/cast and every ``y`` tensor moved."""
+
+        def move(t, cast):
+            if t is None:
+                return None
+            return t.to(device=device, dtype=dtype) if cast else t.to(device=device)
+
+        changes = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, torch.Tensor):
+                changes[field.name] = move(value, field.name.startswith("x_"))
+        return dataclasses.replace(self, **changes)
+
+    def train_batches(self, batch_size: int, shuffle: bool = True) -> Iterator[tuple]:
+        """Yield ``(x, y)`` training batches; ``x`` is freshly binarized if ``dynamic``."""
+        yield from iterate_batches(
+            self.x_train, self.y_train, batch_size, shuffle=shuffle,
+            binarize=self.binarize == "dynamic",
+        )
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return ``(x, y)`` of the split ``train``, ``val`` or ``test`` (fixed, no resampling)."""
+        check_choice("split", name, ("train", "val", "test"))
+        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
+
+def iterate_batches(x, y, batch_size, *, shuffle=True, binarize=False):
+    """Yield ``(x_batch, y_batch)`` slices of on-device tensors.
+
+    The permutation and the binarization draw from torch's global generator on ``x``'s device,
+    so a seeded run is reproducible and a resumed one continues the same stream.
+    """
+    check_positive_int("batch_size", batch_size)
+    n = x.shape[0]
+    order = torch.randperm(n, device=x.device) if shuffle else None
+    for start in range(0, n, batch_size):
+        if order is None:
+            xb = x[start:start + batch_size]
+            yb = None if y is None else y[start:start + batch_size]
+        else:
+            idx = order[start:start + batch_size]
+            xb = x[idx]
+            yb = None if y is None else y[idx]
+        if binarize:
+            xb = torch.bernoulli(xb)
+        yield xb, yb
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _load_digits(config: DataConfig) -> RawData:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.data / 16.0).astype(np.float32)  # grey levels 0..16 -> [0, 1]
+    return RawData(x=x, y=bunch.target.astype(np.int64), image_shape=(1, 8, 8), num_classes=10)
+
+
+#: Registered sources: name -> loader(config) -> RawData. ``npz:PATH`` is handled separately.
+DATASETS: dict[str, Callable[[DataConfig], RawData]] = {
+    "digits": _load_digits,
+}
+
+
+def _source_for(name: str) -> Callable[[DataConfig], RawData]:
+    if name.startswith("npz:"):
+        from .datasets_files import load_npz  # noqa: PLC0415  (only needed for npz sources)
+
+        return load_npz
+    return DATASETS[check_choice("dataset", name, list(DATASETS) + ["npz:PATH"])]
+
+
+def load_dataset(config: DataConfig | None = None) -> Dataset:
+    """Load, validate, split and (where asked) binarize a data set.
+
+    Returns CPU float32 tensors; :meth:`Dataset.to` moves them to the training device.
+    """
+    config = config or DataConfig()
+    raw = _source_for(config.name)(config)
+    _validate_raw(raw, config.name)
+    rng = np.random.default_rng(config.split_seed)
+
+    if raw.x_test is None:
+        order = rng.permutation(raw.x.shape[0])
+        n_test = max(1, int(round(config.test_fraction * len(order))))
+        test_idx, train_idx = order[:n_test], order[n_test:]
+        x_test, y_test = raw.x[test_idx], _take(raw.y, test_idx)
+        x_rest, y_rest = raw.x[train_idx], _take(raw.y, train_idx)
+    else:
+        x_test, y_test = raw.x_test, raw.y_test
+        order = rng.permutation(raw.x.shape[0])
+        x_rest, y_rest = raw.x[order], _take(raw.y, order)
+
+    n_val = int(round(config.val_fraction * x_rest.shape[0]))
+    x_val, y_val = x_rest[:n_val], _take(y_rest, slice(0, n_val))
+    x_train, y_train = x_rest[n_val:], _take(y_rest, slice(n_val, None))
+    if config.subset is not None:
+        x_train, y_train = x_train[: config.subset], _take(y_train, slice(0, config.subset))
+    if x_train.shape[0] == 0 or x_test.shape[0] == 0:
+        raise ValueError(
+            f"dataset {config.name!r} leaves an empty split (train={x_train.shape[0]}, "
+            f"test={x_test.shape[0]}); it needs at least 2 examples"
+        )
+
+    # One-off binarizations with their own seeded generator, independent of training's RNG.
+    gen = torch.Generator().manual_seed(config.split_seed + 1)
+
+    def to_tensor(a, binarize_once):
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        return torch.bernoulli(t, generator=gen) if binarize_once else t
+
+    binarize_eval = config.binarize != "none"
+    return Dataset(
+        name=config.name,
+        image_shape=tuple(raw.image_shape),
+        x_train=to_tensor(x_train, config.binarize == "static"),
+        y_train=_label_tensor(y_train),
+        x_val=to_tensor(x_val, binarize_eval),
+        y_val=_label_tensor(y_val),
+        x_test=to_tensor(x_test, binarize_eval),
+        y_test=_label_tensor(y_test),
+        num_classes=raw.num_classes,
+        binarize=config.binarize,
+    )
+
+
+def _take(y, idx):
+    return None if y is None else y[idx]
+
+
+def _label_tensor(y):
+    return None if y is None else torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
+
+
+def _validate_raw(raw: RawData, name: str) -> None:
+    """Refuse arrays that cannot be images in [0, 1], naming what was wrong."""
+    for label, x in (("x", raw.x), ("x_test", raw.x_test)):
+        if x is None:
+            continue
+        if x.ndim != 2:
+            raise ValueError(f"dataset {name!r}: {label} must have shape (n, D), got {x.shape}")
+        if x.shape[0] == 0:
+            raise ValueError(f"dataset {name!r}: {label} is empty")
+        if not np.isfinite(x).all():
+            raise ValueError(f"dataset {name!r}: {label} contains NaN or Inf values")
+        if x.min() < 0 or x.max() > 1:
+            raise ValueError(
+                f"dataset {name!r}: {label} values must lie in [0, 1], got range "
+                f"[{x.min():.4g}, {x.max():.4g}]"
+            )
+    c, h, w = raw.image_shape
+    if raw.x.shape[1] != c * h * w:
+        raise ValueError(
+            f"dataset {name!r}: {raw.x.shape[1]} features do not match image shape {raw.image_shape}"
+        )

@@ -1,0 +1,66 @@
+"""Argument checks that raise errors naming the argument, the value received and what is accepted.
+
+Every public entry point validates its inputs with these helpers, so that the library raises
+``ValueError``/``TypeError`` with one readable line and the CLI can print that line and exit 2.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+
+def check_choice(name: str, value, choices: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise ``ValueError``."""
+    choices = sorted(choices)
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose from: {', '.join(choices)}")
+    return value
+
+
+def check_positive_int(name: str, value) -> int:
+    """Return ``value`` if it is an int > 0 (bools refused), else raise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive integer, got {value!r} ({type(value).__name__})")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return value
+
+
+def check_non_negative_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a non-negative integer, got {value!r} ({type(value).__name__})")
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value}")
+    return value
+
+
+def check_positive_float(name: str, value) -> float:
+    """Return ``float(value)`` if it is a finite number > 0, else raise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a positive number, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite positive number, got {value}")
+    return float(value)
+
+
+def check_fraction(name: str, value, *, allow_zero: bool = True) -> float:
+    """Return ``float(value)`` if it lies in [0, 1) (or (0, 1)), else raise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number in [0, 1), got {value!r} ({type(value).__name__})")
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (math.isfinite(value) and low_ok and value < 1):
+        interval = "[0, 1)" if allow_zero else "(0, 1)"
+        raise ValueError(f"{name} must be in {interval}, got {value}")
+    return float(value)
+
+
+def check_int_tuple(name: str, value) -> tuple[int, ...]:
+    """Return ``value`` as a tuple of positive ints (e.g. hidden layer sizes)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be a sequence of positive integers, got {value!r}")
+    items = tuple(value)
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int) or item <= 0:
+            raise ValueError(f"{name} must contain positive integers only, got {list(items)}")
+    return items

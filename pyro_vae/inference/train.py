@@ -1,0 +1,250 @@
+"""``fit``: the one training loop every model goes through.
+
+Each step has three phases: draw an on-device batch (freshly binarized where the data set
+asks for it), compute the objective's differentiable loss, and take one step of a single
+torch optimizer over all the model's parameters. Per-step losses stay on the device; the
+host reads them once per epoch (no synchronization inside the step), which is also where a
+non-finite loss is detected, before any callback (checkpointing) sees the broken epoch.
+
+Example
+-------
+>>> from pyro_vae.data import DataConfig, load_dataset
+>>> from pyro_vae.models import VAE, VAEConfig
+>>> from pyro_vae.inference import TrainConfig, fit
+>>> data = load_dataset(DataConfig("digits"))
+>>> vae = VAE(data.data_dim, VAEConfig(latent_dim=4, hidden_dims=(64,)))
+>>> result = fit(vae, data, TrainConfig(epochs=2, progress=False))
+>>> len(result.history)
+2
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import (check_choice, check_non_negative_int, check_positive_float,
+                      check_positive_int)
+from .evaluate import elbo as elbo_estimate
+from .objectives import OBJECTIVES, build_objective
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class TrainConfig:
+    """Settings of :func:`fit`.
+
+    Parameters
+    ----------
+    epochs : int
+        Total number of epochs (a resumed run continues up to this number).
+    batch_size : int
+        Examples per optimizer step.
+    lr : float
+        Adam learning rate.
+    seed : int
+        Seeds every random draw of the run (initialization, batches, binarization, z).
+    device : str or None
+        ``cpu``, ``cuda`` or ``cuda:N``; None picks CUDA when available.
+    dtype : str
+        ``float32`` or ``float64``.
+    eval_every : int
+        Compute the test ELBO every this many epochs (0: never during training).
+    objective : str
+        A name in :data:`pyro_vae.inference.objectives.OBJECTIVES`.
+    particles : int
+        Samples of z per example in the objective.
+    progress : bool
+        Show a tqdm progress bar.
+    """
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    device: str | None = None
+    dtype: str = "float32"
+    eval_every: int = 1
+    objective: str = "elbo"
+    particles: int = 1
+    progress: bool = True
+
+    def __post_init__(self):
+        check_positive_int("epochs", self.epochs)
+        check_positive_int("batch_size", self.batch_size)
+        check_positive_float("lr", self.lr)
+        check_non_negative_int("seed", self.seed)
+        check_choice("dtype", self.dtype, DTYPES)
+        check_non_negative_int("eval_every", self.eval_every)
+        check_choice("objective", self.objective, OBJECTIVES)
+        check_positive_int("particles", self.particles)
+        if self.device is not None:
+            resolve_device(self.device)
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``None`` -> CUDA when available else CPU; refuse unknown or unavailable devices."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(name, str) or not (name == "cpu" or name == "cuda" or name.startswith("cuda:")):
+        raise ValueError(f"unknown device {name!r}; choose from: cpu, cuda, cuda:N")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return torch.device(name)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the last checkpoint is left as it was."""
+
+
+class Callback:
+    """Hooks into :func:`fit`. ``state`` is the :class:`TrainState` after the epoch."""
+
+    def on_epoch_end(self, model, state: "TrainState") -> None:
+        pass
+
+    def on_train_end(self, model, state: "TrainState") -> None:
+        pass
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue training exactly where it stopped."""
+
+    optimizer: torch.optim.Optimizer
+    epoch: int = 0  # finished epochs
+    step: int = 0  # finished optimizer steps
+    seconds: float = 0.0  # training time so far (evaluation included)
+    history: list = field(default_factory=list)
+
+    def state_dict(self) -> dict:
+        """A dict of tensors and plain values (loadable with ``weights_only=True``)."""
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "seconds": self.seconds,
+            "history": self.history,
+            "rng": rng,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = int(state["epoch"])
+        self.step = int(state["step"])
+        self.seconds = float(state["seconds"])
+        self.history = list(state["history"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns. ``history`` holds one dict per epoch (nats per example)."""
+
+    history: list
+    epochs: int
+    steps: int
+    seconds: float
+    state: TrainState
+
+
+def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
+        resume_state: dict | None = None) -> FitResult:
+    """Train ``model`` on ``data.x_train`` by stochastic optimization of ``config.objective``.
+
+    Parameters
+    ----------
+    model : GenerativeModel
+        Any model/guide pair; it is moved to ``config.device`` and ``config.dtype``.
+    data : pyro_vae.data.Dataset
+        Training batches come from ``data.train_batches``; ``data.x_test`` is evaluated
+        every ``config.eval_every`` epochs.
+    config : TrainConfig
+    callbacks : sequence of Callback
+        Called after each finished epoch (checkpointing, logging) and at the end.
+    resume_state : dict or None
+        A :meth:`TrainState.state_dict` to continue from (optimizer, RNG, epoch, history).
+
+    Returns
+    -------
+    FitResult
+        ``history[i]`` is ``{"epoch", "train_elbo"[, "test_elbo"]}``: the epoch's average
+        training objective and, where evaluated, the test ELBO (nats per example).
+    """
+    config = config or TrainConfig()
+    device = resolve_device(config.device)
+    model.to(device=device, dtype=DTYPES[config.dtype])
+    data = data.to(device=device, dtype=DTYPES[config.dtype])
+    x_test, y_test = data.split("test")
+    if model.needs_labels and (data.y_train is None or y_test is None):
+        raise ValueError(f"model {type(model).__name__} needs labels but dataset {data.name!r} has none")
+    # Validate the data once here, so the hot path can run with validation off.
+    model.validate_data(data.x_train if data.binarize != "dynamic" else torch.bernoulli(data.x_train[:1024]),
+                        data.y_train, name=f"{data.name} training data")
+    model.validate_data(x_test, y_test, name=f"{data.name} test data")
+
+    objective = build_objective(config.objective, particles=config.particles)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    state = TrainState(optimizer=optimizer)
+    if resume_state is not None:
+        state.load_state_dict(resume_state)
+    else:
+        pyro.set_rng_seed(config.seed)
+
+    labels = data.y_train if model.needs_labels else None
+    while state.epoch < config.epochs:
+        started = time.perf_counter()
+        epoch = state.epoch + 1
+        objective.set_epoch(epoch)
+        model.train()
+        step_losses = []  # per-step loss tensors, kept on the device until the epoch ends
+        n_seen = 0
+        batches = data.train_batches(config.batch_size)
+        bar = tqdm(batches, total=-(-data.x_train.shape[0] // config.batch_size),
+                   desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress, leave=False)
+        with pyro.validation_enabled(False):
+            for x, y in bar:
+                y = y if model.needs_labels else None
+                loss = objective.loss(model, x, y)  # sum over the batch of -objective
+                optimizer.zero_grad(set_to_none=True)
+                (loss / x.shape[0]).backward()
+                optimizer.step()
+                step_losses.append(loss.detach())
+                n_seen += x.shape[0]
+                if config.progress and len(step_losses) % 10 == 0:
+                    bar.set_postfix(loss=f"{loss.item() / x.shape[0]:.2f}")
+        losses = torch.stack(step_losses)
+        finite = torch.isfinite(losses)
+        if not bool(finite.all()):
+            bad_step = int((~finite).nonzero()[0, 0]) + 1
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {epoch}, step {bad_step} of the epoch (global step "
+                f"{state.step + bad_step}); likely causes: a learning rate too high (--lr), "
+                f"pixels outside the likelihood's support, or a variance collapsing to zero. "
+                f"The last checkpoint (epoch {state.epoch}) is intact; rerun with "
+                f"--detect-anomaly to locate the operation"
+            )
+        record = {"epoch": epoch, "train_elbo": -losses.sum().item() / n_seen}
+        if config.eval_every and (epoch % config.eval_every == 0 or epoch == config.epochs):
+            model.eval()
+            record["test_elbo"] = elbo_estimate(model, x_test, y_test if model.needs_labels else None).mean
+        state.epoch = epoch
+        state.step += len(step_losses)
+        state.history.append(record)
+        state.seconds += time.perf_counter() - started
+        for callback in callbacks:
+            callback.on_epoch_end(model, state)
+    for callback in callbacks:
+        callback.on_train_end(model, state)
+    return FitResult(history=state.history, epochs=state.epoch, steps=state.step,
+                     seconds=state.seconds, state=state)

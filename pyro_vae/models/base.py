@@ -1,0 +1,82 @@
+"""The contract every model keeps.
+
+A model is an ``nn.Module`` with ``model(x, y=None)`` and ``guide(x, y=None)``: a Pyro
+model/guide pair that plain Pyro code trains with
+``SVI(m.model, m.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())``. Both register the
+module's parameters with ``pyro.module`` so that ``pyro.optim`` finds them; the library's own
+loop optimizes ``m.parameters()`` directly with a torch optimizer.
+
+Conventions every model follows (the evaluation module relies on them):
+
+- the observation site is named ``"x"``, its pixels form one event (``.to_event(1)``);
+- every per-example site lives inside ``pyro.plate("data", x.shape[0])`` at ``dim=-1``,
+  and nothing else in the model depends on the batch size, so the evaluation can add a
+  plate of importance samples to the left and score K samples per example at once;
+- tensors take their device and dtype from inputs, parameters or buffers.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+
+class GenerativeModel(nn.Module, ABC):
+    """Base class of pyro-vae's model/guide pairs.
+
+    Class attributes describe what the evaluation may report:
+
+    - ``has_latents``: False for models whose latent variables are summed or integrated out
+      (their guide is empty and their ELBO *is* the exact log-likelihood);
+    - ``is_bound``: False when the objective is not a lower bound on log p(x) (a point-mass
+      guide), so no log-likelihood is reported;
+    - ``conditional``: True when the model scores log p(x | y) rather than log p(x);
+    - ``needs_labels``: True when ``model``/``guide`` require ``y``.
+    """
+
+    has_latents: bool = True
+    is_bound: bool = True
+    conditional: bool = False
+    needs_labels: bool = False
+    #: Name under which ``pyro.module`` registers the parameters.
+    pyro_name: str = "model"
+
+    @abstractmethod
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """The generative model p(x, z) (or p(x, z | y)); ``x`` has shape ``(batch, D)``."""
+
+    @abstractmethod
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """The variational posterior q(z | x) (empty for models without latents)."""
+
+    @abstractmethod
+    def sample(self, n: int, y: torch.Tensor | None = None, *, mean: bool = True) -> torch.Tensor:
+        """Draw ``n`` new examples, ``(n, D)``: the likelihood's mean, or pixel samples."""
+
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean image decoded from the guide's mean code, ``(batch, D)``."""
+        raise NotImplementedError(f"{type(self).__name__} has no reconstruction")
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The guide's mean code of each example, ``(batch, latent_dim)``."""
+        raise NotImplementedError(f"{type(self).__name__} has no encoder")
+
+    def init_from_data(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """Data-dependent initialization before training (no-op by default)."""
+
+    def validate_data(self, x: torch.Tensor, y: torch.Tensor | None = None, name: str = "x") -> None:
+        """Raise ``ValueError`` if ``x``/``y`` do not fit this model (support, labels)."""
+        if x.dim() != 2:
+            raise ValueError(f"{name} must have shape (batch, D), got {tuple(x.shape)}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or Inf values")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype

@@ -1,0 +1,163 @@
+"""The variational autoencoder (Kingma & Welling, "Auto-Encoding Variational Bayes", 2013).
+
+Generative story: z ~ p(z) (a :mod:`prior <pyro_vae.models.priors>`, standard normal by
+default); x ~ p(x | decoder(z)) (a :mod:`likelihood <pyro_vae.models.likelihoods>`, Bernoulli
+by default). The guide is an amortized diagonal Normal q(z | x) from an MLP encoder, or, with
+``guide="delta"``, a point mass at the encoder's output: the same model then trains as a
+regularized (MAP) autoencoder whose objective is not a bound on log p(x).
+
+Example
+-------
+>>> import pyro, torch
+>>> from pyro.infer import SVI, Trace_ELBO
+>>> from pyro_vae.models import VAE, VAEConfig
+>>> vae = VAE(data_dim=64, config=VAEConfig(latent_dim=2, hidden_dims=(32,)))
+>>> svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+>>> loss = svi.step(torch.bernoulli(torch.full((16, 64), 0.3)))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+from ..errors import check_choice, check_int_tuple, check_positive_float, check_positive_int
+from .base import GenerativeModel
+from .likelihoods import LIKELIHOODS, build_likelihood
+from .nets import MLP, GaussianEncoder
+from .priors import PRIORS, build_prior
+
+GUIDES = ("normal", "delta")
+
+
+@dataclass
+class VAEConfig:
+    """Settings of :class:`VAE`.
+
+    Parameters
+    ----------
+    latent_dim : int
+        Size of z.
+    hidden_dims : tuple of int
+        Hidden layer sizes of the encoder; the decoder mirrors them.
+    likelihood : str
+        A name in :data:`pyro_vae.models.likelihoods.LIKELIHOODS`.
+    prior : str
+        A name in :data:`pyro_vae.models.priors.PRIORS`.
+    guide : str
+        ``normal`` (amortized diagonal Normal) or ``delta`` (point mass: an autoencoder).
+    obs_scale : float or None
+        Fixed standard deviation of a Gaussian likelihood (None: learned, where supported).
+    prior_components : int
+        Number of components of mixture-type priors.
+    """
+
+    latent_dim: int = 16
+    hidden_dims: tuple[int, ...] = (256,)
+    likelihood: str = "bernoulli"
+    prior: str = "standard"
+    guide: str = "normal"
+    obs_scale: float | None = None
+    prior_components: int = 10
+
+    def __post_init__(self):
+        check_positive_int("latent_dim", self.latent_dim)
+        self.hidden_dims = check_int_tuple("hidden_dims", self.hidden_dims)
+        check_choice("likelihood", self.likelihood, LIKELIHOODS)
+        check_choice("prior", self.prior, PRIORS)
+        check_choice("guide", self.guide, GUIDES)
+        if self.obs_scale is not None:
+            check_positive_float("obs_scale", self.obs_scale)
+        check_positive_int("prior_components", self.prior_components)
+
+
+class VAE(GenerativeModel):
+    """Variational autoencoder with pluggable prior, likelihood and guide family.
+
+    Parameters
+    ----------
+    data_dim : int
+        Number of pixels ``D`` of a flattened example.
+    config : VAEConfig
+        Network sizes and the names of the prior, likelihood and guide.
+    num_classes : int or None
+        Number of label classes (used by conditional priors).
+    """
+
+    pyro_name = "vae"
+
+    def __init__(self, data_dim: int, config: VAEConfig | None = None, num_classes: int | None = None):
+        super().__init__()
+        config = config or VAEConfig()
+        self.config = config
+        self.data_dim = check_positive_int("data_dim", data_dim)
+        self.num_classes = num_classes
+        self.is_bound = config.guide != "delta"
+        self.encoder = GaussianEncoder(self._encoder_in_dim, config.hidden_dims, config.latent_dim)
+        self.likelihood = build_likelihood(config.likelihood, data_dim, obs_scale=config.obs_scale)
+        out_dim = data_dim * self.likelihood.params_per_pixel
+        self.decoder = MLP(self._decoder_in_dim, tuple(reversed(config.hidden_dims)), out_dim)
+        self.prior = build_prior(
+            config.prior, config.latent_dim, num_components=config.prior_components,
+            num_classes=num_classes, data_dim=data_dim, encoder=self._encode_params,
+        )
+        self.needs_labels = self.prior.needs_label
+
+    # Subclasses that condition on labels (the CVAE) widen these inputs.
+    @property
+    def _encoder_in_dim(self) -> int:
+        return self.data_dim
+
+    @property
+    def _decoder_in_dim(self) -> int:
+        return self.config.latent_dim
+
+    def _encode_params(self, x, y=None):
+        """``(loc, scale)`` of q(z | x), each ``(..., latent_dim)``."""
+        return self.encoder(x)
+
+    def _decode(self, z, y=None):
+        """Decoder output for codes ``z`` ``(..., latent_dim)`` -> ``(..., D * params_per_pixel)``."""
+        return self.decoder(z)
+
+    def model(self, x, y=None):
+        pyro.module(self.pyro_name, self)
+        prior = self.prior(y)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", prior)  # (batch, latent_dim), or (K, batch, latent_dim)
+            pyro.sample("x", self.likelihood(self._decode(z, y)), obs=x)
+
+    def guide(self, x, y=None):
+        pyro.module(self.pyro_name, self)
+        with pyro.plate("data", x.shape[0]):
+            loc, scale = self._encode_params(x, y)
+            if self.config.guide == "delta":
+                pyro.sample("z", dist.Delta(loc).to_event(1))
+            else:
+                pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    @torch.no_grad()
+    def sample(self, n, y=None, *, mean=True):
+        check_positive_int("n", n)
+        prior = self.prior(y)
+        # An unconditional prior has batch shape (); a label-conditioned one has (len(y),).
+        z = prior.sample((n,)) if prior.batch_shape == () else prior.sample()  # (n, latent_dim)
+        out = self._decode(z, y)
+        return self.likelihood.mean(out) if mean else self.likelihood(out).sample()
+
+    @torch.no_grad()
+    def reconstruct(self, x, y=None):
+        return self.likelihood.mean(self._decode(self.encode(x, y), y))
+
+    @torch.no_grad()
+    def encode(self, x, y=None):
+        return self._encode_params(x, y)[0]
+
+    def validate_data(self, x, y=None, name="x"):
+        super().validate_data(x, y, name)
+        if x.shape[-1] != self.data_dim:
+            raise ValueError(f"{name} has {x.shape[-1]} features per example; this model expects {self.data_dim}")
+        self.likelihood.validate(x, name)

@@ -1,0 +1,307 @@
+"""Run directories: train a model into a directory, resume it, load it back, evaluate it.
+
+A run directory holds
+
+- ``config.json``: every setting needed to rebuild the model and resume (plus library
+  versions), plain JSON: nothing in it is executed;
+- ``checkpoint.pt``: model and optimizer state, epoch, step, RNG states, written atomically
+  after every epoch;
+- ``metrics.json``: the training history and the ``test`` object of
+  :func:`pyro_vae.inference.evaluate.evaluate`;
+- ``figures/``: PNGs of the training curve, reconstructions and samples.
+
+Example
+-------
+>>> from pyro_vae.runs import RunConfig, train_run
+>>> from pyro_vae.inference import TrainConfig
+>>> metrics = train_run(RunConfig(model="vae", train=TrainConfig(epochs=2, progress=False),
+...                               eval_samples=10), "/tmp/pyro-vae-doc-run", overwrite=True)
+>>> sorted(metrics)[:3]
+['dataset', 'epochs', 'history']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyro
+import torch
+
+from . import __version__
+from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .data import DataConfig, Dataset, load_dataset
+from .errors import check_choice, check_positive_int
+from .inference.evaluate import evaluate
+from .inference.train import DTYPES, Callback, TrainConfig, fit, resolve_device
+from .models import MODELS
+
+CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, FIGURES_DIR = (
+    "config.json", "metrics.json", "checkpoint.pt", "figures")
+
+# Training settings that may differ between a checkpoint and the run resuming it.
+_RESUMABLE_CHANGES = {"epochs", "device", "progress", "eval_every"}
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run: which model with which settings, on which data, how trained.
+
+    ``model_config`` holds the fields of the model's own config dataclass (see
+    :data:`pyro_vae.models.MODELS`); missing fields take that dataclass's defaults.
+    ``eval_samples`` is the number of importance samples of the final log-likelihood estimate.
+    """
+
+    model: str = "vae"
+    model_config: dict = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval_samples: int = 1000
+
+    def __post_init__(self):
+        check_choice("model", self.model, MODELS)
+        if not isinstance(self.model_config, dict):
+            self.model_config = dataclasses.asdict(self.model_config)
+        self.model_config = dataclasses.asdict(self.model_config_object())
+        check_positive_int("eval_samples", self.eval_samples)
+
+    def model_config_object(self):
+        """The model's config dataclass built from ``model_config`` (validates its fields)."""
+        config_cls = MODELS[self.model][0]
+        known = {f.name for f in dataclasses.fields(config_cls)}
+        unknown = sorted(set(self.model_config) - known)
+        if unknown:
+            raise ValueError(
+                f"option(s) {', '.join(unknown)} do not apply to model {self.model!r}; "
+                f"it accepts: {', '.join(sorted(known))}"
+            )
+        return config_cls(**self.model_config)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples -> lists, plain JSON
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "RunConfig":
+        if not isinstance(raw, dict):
+            raise ValueError(f"run configuration must be a JSON object, got {type(raw).__name__}")
+        try:
+            return cls(
+                model=raw["model"],
+                model_config=dict(raw.get("model_config", {})),
+                data=DataConfig(**raw.get("data", {})),
+                train=TrainConfig(**raw.get("train", {})),
+                eval_samples=raw.get("eval_samples", 1000),
+            )
+        except KeyError as err:
+            raise ValueError(f"run configuration lacks the key {err}") from err
+        except TypeError as err:
+            raise ValueError(f"run configuration has an unknown or invalid field: {err}") from err
+
+
+def build_model(config: RunConfig, data: Dataset):
+    """Build (and data-initialize) the model of ``config`` for ``data``, seeded by ``train.seed``."""
+    config_cls, model_cls = MODELS[config.model]
+    pyro.set_rng_seed(config.train.seed)
+    model = model_cls(data.data_dim, config.model_config_object(), num_classes=data.num_classes)
+    model.to(dtype=DTYPES[config.train.dtype])
+    x, y = data.x_train.to(dtype=DTYPES[config.train.dtype]), data.y_train
+    model.init_from_data(x, y)
+    return model
+
+
+def _versions() -> dict:
+    return {"pyro_vae": __version__, "torch": str(torch.__version__), "pyro": str(pyro.__version__),
+            "python": platform.python_version()}
+
+
+def _checkpoint_config(config: RunConfig) -> dict:
+    """The part of the configuration a checkpoint must match to be resumed."""
+    raw = config.to_dict()
+    raw["train"] = {k: v for k, v in raw["train"].items() if k not in _RESUMABLE_CHANGES}
+    return raw
+
+
+class CheckpointCallback(Callback):
+    """Saves model, optimizer and training state atomically after every epoch."""
+
+    def __init__(self, run_dir: Path, config: RunConfig):
+        self.path = Path(run_dir) / CHECKPOINT_FILE
+        self.config = _checkpoint_config(config)
+
+    def on_epoch_end(self, model, state):
+        save_checkpoint(self.path, {
+            "model": model.state_dict(),
+            "train_state": state.state_dict(),
+            "config": json.dumps(self.config, sort_keys=True),
+            "versions": _versions(),
+        })
+
+
+def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"output directory {str(out_dir)!r} exists and is not a directory")
+    if (out_dir / CONFIG_FILE).exists() and not overwrite:
+        raise ValueError(
+            f"output directory {str(out_dir)!r} already holds a run; pass --overwrite to replace "
+            f"it or --resume {str(out_dir)!r} to continue it"
+        )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"output directory {str(out_dir)!r} is not writable ({err.strerror})") from err
+    for stale in (CHECKPOINT_FILE, METRICS_FILE):
+        (out_dir / stale).unlink(missing_ok=True)
+    shutil.rmtree(out_dir / FIGURES_DIR, ignore_errors=True)
+
+
+def train_run(config: RunConfig, out_dir, *, overwrite: bool = False, callbacks=()) -> dict:
+    """Train ``config`` into ``out_dir`` and return its metrics (also written to metrics.json)."""
+    out_dir = Path(out_dir)
+    data = load_dataset(config.data)
+    model = build_model(config, data)
+    _prepare_out_dir(out_dir, overwrite)
+    atomic_write_text(out_dir / CONFIG_FILE, json.dumps(
+        {**config.to_dict(), "versions": _versions()}, indent=2))
+    return _train_and_finish(config, out_dir, data, model, None, callbacks)
+
+
+def resume_run(out_dir, epochs: int | None = None, *, device: str | None = None, callbacks=()) -> dict:
+    """Continue the run in ``out_dir`` up to ``epochs`` in total (default: its configured number).
+
+    Ends where an uninterrupted run of that many epochs would have ended (same seed, same
+    machine): the checkpoint restores parameters, optimizer and RNG states.
+    """
+    out_dir = Path(out_dir)
+    config = read_config(out_dir)
+    checkpoint = _load_run_checkpoint(out_dir, config)
+    done = int(checkpoint["train_state"]["epoch"])
+    changes = {"device": device} if device is not None else {}
+    if epochs is not None:
+        check_positive_int("epochs", epochs)
+        changes["epochs"] = epochs
+    config.train = dataclasses.replace(config.train, **changes)
+    if config.train.epochs <= done:
+        raise ValueError(
+            f"epochs must exceed the {done} epochs the run in {str(out_dir)!r} has finished, "
+            f"got {config.train.epochs}"
+        )
+    data = load_dataset(config.data)
+    model = build_model(config, data)
+    model.load_state_dict(checkpoint["model"])
+    atomic_write_text(out_dir / CONFIG_FILE, json.dumps(
+        {**config.to_dict(), "versions": _versions()}, indent=2))
+    return _train_and_finish(config, out_dir, data, model, checkpoint["train_state"], callbacks)
+
+
+def _train_and_finish(config, out_dir, data, model, resume_state, callbacks) -> dict:
+    result = fit(model, data, config.train,
+                 callbacks=[CheckpointCallback(out_dir, config), *callbacks],
+                 resume_state=resume_state)
+    data = data.to(device=model.device, dtype=model.dtype)
+    test = _evaluate(model, data, config, config.eval_samples)
+    metrics = {
+        "model": config.model,
+        "dataset": config.data.name,
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "seconds": result.seconds,
+        "history": result.history,
+        "test": test,
+    }
+    atomic_write_text(out_dir / METRICS_FILE, json.dumps(metrics, indent=2))
+    from .plots import write_run_figures  # noqa: PLC0415  (matplotlib only when figures are drawn)
+
+    write_run_figures(model, data, result.history, out_dir / FIGURES_DIR)
+    return metrics
+
+
+def _evaluate(model, data, config, num_samples) -> dict:
+    # A fixed seed of its own, so the reported numbers do not depend on how training went.
+    pyro.set_rng_seed(config.train.seed + 1)
+    x, y = data.split("test")
+    return evaluate(model, x, y if model.needs_labels else None, num_samples=num_samples)
+
+
+def read_config(run_dir) -> RunConfig:
+    """Read and validate ``run_dir/config.json``."""
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_FILE
+    if not run_dir.is_dir():
+        raise ValueError(f"run directory {str(run_dir)!r} does not exist")
+    if not path.is_file():
+        raise ValueError(f"run directory {str(run_dir)!r} has no {CONFIG_FILE}; is it a pyro-vae run?")
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({err})") from err
+    if isinstance(raw, dict):
+        raw.pop("versions", None)
+    return RunConfig.from_dict(raw)
+
+
+def _load_run_checkpoint(run_dir: Path, config: RunConfig, map_location="cpu") -> dict:
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE, map_location=map_location)
+    saved = json.loads(checkpoint.get("config", "{}"))
+    expected = _checkpoint_config(config)
+    if saved != expected:
+        diffs = _diff(saved, expected)
+        raise ValueError(
+            f"checkpoint in {str(run_dir)!r} was written for a different configuration "
+            f"({'; '.join(diffs[:3])}); it cannot be loaded with this config.json"
+        )
+    return checkpoint
+
+
+def _diff(saved, expected, prefix="") -> list[str]:
+    if isinstance(saved, dict) and isinstance(expected, dict):
+        out = []
+        for key in sorted(set(saved) | set(expected)):
+            out += _diff(saved.get(key), expected.get(key), f"{prefix}{key}.")
+        return out
+    return [] if saved == expected else [f"{prefix.rstrip('.')}: checkpoint {saved!r} vs config {expected!r}"]
+
+
+@dataclass
+class LoadedRun:
+    """A trained run brought back into memory (model in eval mode, data on its device)."""
+
+    config: RunConfig
+    model: torch.nn.Module
+    data: Dataset
+    directory: Path
+
+    def metrics(self) -> dict:
+        path = self.directory / METRICS_FILE
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def load_run(run_dir, device: str | None = None) -> LoadedRun:
+    """Rebuild the model of ``run_dir`` from its config and checkpoint, on ``device``."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    target = resolve_device(device if device is not None else config.train.device)
+    checkpoint = _load_run_checkpoint(run_dir, config)
+    data = load_dataset(config.data)
+    model = build_model(config, data)
+    model.load_state_dict(checkpoint["model"])
+    model.to(device=target).eval()
+    data = data.to(device=target, dtype=model.dtype)
+    return LoadedRun(config=config, model=model, data=data, directory=run_dir)
+
+
+def evaluate_run(run_dir, num_samples: int | None = None, device: str | None = None) -> dict:
+    """Evaluate a trained run on its test set, update its metrics.json, and return ``test``."""
+    run = load_run(run_dir, device)
+    num_samples = run.config.eval_samples if num_samples is None else check_positive_int("samples", num_samples)
+    test = _evaluate(run.model, run.data, run.config, num_samples)
+    metrics = run.metrics()
+    metrics["test"] = test
+    atomic_write_text(run.directory / METRICS_FILE, json.dumps(metrics, indent=2))
+    return test
