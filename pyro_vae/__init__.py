@@ -15,10 +15,13 @@ from .data import DataConfig, Dataset, load_dataset  # noqa: E402
 from .inference import (  # noqa: E402
     Callback, FitResult, TrainConfig, elbo, evaluate, fit, log_importance_weights, log_likelihood,
 )
-from .models import MODELS, GenerativeModel, VAE, VAEConfig  # noqa: E402
+from .models import (  # noqa: E402
+    CVAE, MODELS, PPCA, GenerativeModel, Mixture, MixtureConfig, PPCAConfig, VAE, VAEConfig,
+)
 from .runs import RunConfig, evaluate_run, load_run, resume_run, train_run  # noqa: E402
 
 __all__ = [
+    "CVAE", "Mixture", "MixtureConfig", "PPCA", "PPCAConfig",
     "Callback", "DataConfig", "Dataset", "FitResult", "GenerativeModel", "MODELS", "RunConfig",
     "TrainConfig", "VAE", "VAEConfig", "__version__", "elbo", "evaluate", "evaluate_run", "fit",
     "load_dataset", "load_run", "log_importance_weights", "log_likelihood", "resume_run",

@@ -1,8 +1,10 @@
 """The ``pyro-vae`` command line: the only place that parses arguments.
 
 Each sub-command turns its arguments into the library's config dataclasses and calls the
-library. Errors in what the user asked for (``ValueError``/``TypeError`` from the library, or
-argparse's own) print one line and exit with status 2; a training that diverges exits 1.
+library. Errors in what the user asked for (``ValueError``/``TypeError`` from the library,
+argparse's own, or a file that cannot be read or written) print one line
+``pyro-vae: error: ...`` and exit with status 2; a training that diverges exits 1; Ctrl-C
+exits 130 (a run keeps its last checkpoint).
 """
 
 from __future__ import annotations
@@ -26,11 +28,19 @@ MODEL_OPTIONS = {
     "guide": "guide",
     "obs_scale": "obs_scale",
     "prior_components": "prior_components",
+    "components": "num_components",
 }
 
 
 class UsageError(Exception):
     """A bad command line; printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises :class:`UsageError` instead of exiting, so every bad input reads the same."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -45,10 +55,25 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model into a run directory")
-    p.add_argument("--model", default="vae", help="model name (default: vae)")
-    p.add_argument("--dataset", default="digits", help="data set name or npz:PATH (default: digits)")
+    p.add_argument("--model", help="model name (default: vae)")
     p.add_argument("--out", help="run directory to write")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (to --epochs in total)")
+    _add_shared_options(p)
+
+
+def _add_compare_parser(sub) -> None:
+    p = sub.add_parser("compare", help="train and evaluate several models on the same data, same budget")
+    p.add_argument("--models", default="vae,ae,cvae,mixture,ppca",
+                   help="comma-separated models (ae: the VAE with a point-mass guide)")
+    p.add_argument("--out", required=True, help="directory for the runs, summary.json and report.md")
+    p.add_argument("--runs", help="comma-separated finished run directories to reuse (named by directory)")
+    p.add_argument("--samples", type=int, dest="eval_samples",
+                   help="importance samples of each log-likelihood (default: 1000)")
+    _add_shared_options(p, eval_samples=False)
+
+
+def _add_shared_options(p, eval_samples: bool = True) -> None:
+    p.add_argument("--dataset", help="data set name or npz:PATH (default: digits)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--epochs", type=int, help="total epochs (default: 20)")
     p.add_argument("--batch-size", type=int)
@@ -57,16 +82,26 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--dtype", choices=sorted(DTYPES))
     p.add_argument("--eval-every", type=int, help="test ELBO every N epochs (0: only at the end)")
-    p.add_argument("--eval-samples", type=int, help="importance samples of the final log-likelihood")
-    p.add_argument("--objective", help="training objective (default: elbo)")
-    p.add_argument("--particles", type=int, help="samples of z per example in the objective")
+    p.add_argument("--detect-anomaly", action="store_true",
+                   help="locate the operation behind a NaN loss (torch anomaly mode; slow)")
+    if eval_samples:
+        p.add_argument("--eval-samples", type=int, help="importance samples of the final log-likelihood")
+    p.add_argument("--objective", help="training objective: elbo, meanfield or iwae (default: elbo)")
+    p.add_argument("--particles", type=int,
+                   help="samples of z per example in the objective; the K of --objective iwae")
+    p.add_argument("--beta", type=float, help="weight of the KL term (default: 1; beta-VAE)")
+    p.add_argument("--kl-warmup", type=int, metavar="EPOCHS",
+                   help="raise the KL weight linearly to --beta over EPOCHS epochs (default: 0)")
     p.add_argument("--latent-dim", type=int)
     p.add_argument("--hidden-dims", type=_int_list, help="comma-separated hidden sizes, e.g. 400,200")
     p.add_argument("--likelihood")
-    p.add_argument("--prior")
+    p.add_argument("--prior", help="prior over z: standard, mog, vamp, flow, or conditional (for "
+                                   "label-conditioned models); default: standard")
     p.add_argument("--guide", help="normal or delta (a point mass: an autoencoder)")
     p.add_argument("--obs-scale", type=float, help="fixed scale of a Gaussian likelihood")
-    p.add_argument("--prior-components", type=int, help="components of a mixture prior")
+    p.add_argument("--prior-components", type=int,
+                   help="components of the mog prior, pseudo-inputs of the vamp prior")
+    p.add_argument("--components", type=int, help="components K of the mixture model (--model mixture)")
     p.add_argument("--binarize", choices=BINARIZE_CHOICES)
     p.add_argument("--data-dir", help="where file-based data sets are looked for")
     p.add_argument("--download", action="store_true", help="allow downloading MNIST/Fashion-MNIST")
@@ -81,37 +116,72 @@ def _set(target: dict, **values) -> dict:
     return target
 
 
+def _data_config(args) -> DataConfig:
+    return DataConfig(**_set(
+        {"download": args.download}, name=args.dataset, binarize=args.binarize,
+        data_dir=args.data_dir, subset=args.subset, test_fraction=args.test_fraction,
+        val_fraction=args.val_fraction))
+
+
+def _train_config(args) -> TrainConfig:
+    return TrainConfig(**_set(
+        {"progress": not args.no_progress}, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, seed=args.seed, device=args.device, dtype=args.dtype,
+        eval_every=args.eval_every, objective=args.objective, particles=args.particles,
+        beta=args.beta, kl_warmup=args.kl_warmup, detect_anomaly=args.detect_anomaly or None))
+
+
 def _run_train(args) -> dict:
     from .runs import RunConfig, resume_run, train_run  # noqa: PLC0415
 
     if args.resume:
         conflicting = [f"--{k.replace('_', '-')}" for k in (
             *MODEL_OPTIONS, "batch_size", "lr", "seed", "dtype", "objective", "particles",
+            "beta", "kl_warmup",
             "binarize", "data_dir", "subset", "test_fraction", "val_fraction", "eval_samples",
-        ) if getattr(args, k) is not None] + (["--out"] if args.out else [])
+            "model", "dataset", "eval_every", "out",
+        ) if getattr(args, k) is not None] + [f"--{k}" for k in ("overwrite", "download") if getattr(args, k)]
         if conflicting:
             raise UsageError(f"--resume continues a run with its own settings; drop {', '.join(conflicting)}")
-        return resume_run(args.resume, args.epochs, device=args.device)
+        # --detect-anomaly applies to this invocation only (a debugging aid, not a setting).
+        return resume_run(args.resume, args.epochs, device=args.device,
+                          detect_anomaly=args.detect_anomaly)
     if not args.out:
         raise UsageError("train needs --out DIR (or --resume DIR)")
     model_config = _set({}, **{field: getattr(args, flag) for flag, field in MODEL_OPTIONS.items()})
-    data = DataConfig(**_set(
-        {"name": args.dataset, "download": args.download}, binarize=args.binarize,
-        data_dir=args.data_dir, subset=args.subset, test_fraction=args.test_fraction,
-        val_fraction=args.val_fraction))
-    train = TrainConfig(**_set(
-        {"progress": not args.no_progress}, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, seed=args.seed, device=args.device, dtype=args.dtype,
-        eval_every=args.eval_every, objective=args.objective, particles=args.particles))
-    config = RunConfig(**_set({"model": args.model, "model_config": model_config, "data": data,
-                               "train": train}, eval_samples=args.eval_samples))
+    config = RunConfig(**_set({"model_config": model_config, "data": _data_config(args),
+                               "train": _train_config(args)},
+                              model=args.model, eval_samples=args.eval_samples))
     return train_run(config, args.out, overwrite=args.overwrite)
+
+
+def _run_compare(args) -> list:
+    from .compare import CompareConfig, compare, reuse_runs  # noqa: PLC0415
+
+    runs = reuse_runs(r for r in args.runs.split(",") if r) if args.runs else {}
+    entries = tuple(m for m in args.models.split(",") if m) or tuple(runs)
+    options = _set({}, **{field: getattr(args, flag) for flag, field in MODEL_OPTIONS.items()})
+    config = CompareConfig(**_set({"entries": entries, "data": _data_config(args),
+                                   "train": _train_config(args), "model_options": options},
+                                  eval_samples=args.eval_samples))
+    return compare(config, args.out, runs=runs, overwrite=args.overwrite)
 
 
 def _run_evaluate(args) -> dict:
     from .runs import evaluate_run  # noqa: PLC0415
 
     return evaluate_run(args.run_dir, args.samples, device=args.device)
+
+
+def _check_out_file(path: str) -> None:
+    """Refuse an output file whose directory cannot exist (a file stands in its path)."""
+    from pathlib import Path  # noqa: PLC0415
+
+    for ancestor in Path(path).absolute().parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise ValueError(f"cannot write --out {path!r}: {str(ancestor)!r} is a file, not a directory")
+            return
 
 
 def _run_sample(args) -> str:
@@ -121,9 +191,10 @@ def _run_sample(args) -> str:
     from .plots import plot_samples  # noqa: PLC0415
     from .runs import load_run  # noqa: PLC0415
 
-    run = load_run(args.run_dir, args.device)
     if args.n <= 0:
         raise ValueError(f"n must be a positive integer, got {args.n}")
+    _check_out_file(args.out)
+    run = load_run(args.run_dir, args.device)
     labels = None
     if args.label is not None:
         classes = run.data.num_classes
@@ -138,10 +209,62 @@ def _run_sample(args) -> str:
     return str(plot_samples(run.model, run.data.image_shape, args.out, n=args.n, y=labels))
 
 
+def _run_plot(args) -> str:
+    from .errors import check_choice  # noqa: PLC0415
+    from .plots import KINDS, plot_run  # noqa: PLC0415
+    from .runs import load_run  # noqa: PLC0415
+
+    check_choice("--kind", args.kind, KINDS)
+    if args.out is not None:
+        _check_out_file(args.out)
+    run = load_run(args.run_dir, args.device)
+    other = load_run(args.compare, args.device) if args.compare else None
+    # Only the options given are passed on, so one that does not fit the kind is refused by name.
+    options = _set({}, method=args.method, from_label=args.from_label, to_label=args.to_label,
+                   label=args.label, n=args.n)
+    return str(plot_run(run, args.kind, args.out, compare=other, seed=args.seed, **options))
+
+
+def _run_report(args) -> str:
+    from .report import report_for_run  # noqa: PLC0415
+
+    if args.out is not None:
+        _check_out_file(args.out)
+    return str(report_for_run(args.run_dir, args.out, device=args.device, seed=args.seed))
+
+
+# The figure kinds of pyro_vae.plots.KINDS, named here so that building the parser does not
+# import matplotlib (tests check the two lists agree).
+FIGURE_KINDS = ("curves", "reconstructions", "samples", "manifold", "latent", "interpolation",
+                "arithmetic", "classes", "components", "pca", "kl")
+
+
+def _add_figure_parsers(sub) -> None:
+    p = sub.add_parser("plot", help="draw one figure of a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("--kind", required=True,
+                   help=f"one of: {', '.join(FIGURE_KINDS)} (those that apply to the run's model)")
+    p.add_argument("--out", help="PNG file to write (default: RUN_DIR/figures/KIND.png)")
+    p.add_argument("--compare", metavar="DIR2", help="a second run shown beside the first (--kind latent)")
+    p.add_argument("--method", help="pca (default) or tsne: how --kind latent shows more than 2 dimensions")
+    p.add_argument("--from-label", type=int, help="--kind arithmetic: the label the codes start from (default 0)")
+    p.add_argument("--to-label", type=int, help="--kind arithmetic: the label they move toward (default 1)")
+    p.add_argument("--label", type=int, help="--kind manifold of a conditional model: the class decoded (default 0)")
+    p.add_argument("--n", type=int, help="how many images, rows or grid cells the figure shows")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device")
+    p = sub.add_parser("report", help="write RUN_DIR/report.html: configuration, metrics and every figure")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="HTML file to write (default: RUN_DIR/report.html)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Probabilistic generative models in Pyro.")
+    parser = _Parser(prog=PROG, description="Probabilistic generative models in Pyro.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_parser(sub)
+    _add_compare_parser(sub)
     p = sub.add_parser("evaluate", help="score a trained run on its test set; print the test object")
     p.add_argument("run_dir")
     p.add_argument("--samples", type=int, help="importance samples for log p(x) (default: the run's)")
@@ -153,26 +276,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", type=int, help="class to generate (conditional models)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")
+    _add_figure_parsers(sub)
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         if args.command == "train":
             metrics = _run_train(args)
             print(json.dumps(metrics["test"], indent=2))
+        elif args.command == "compare":
+            rows = _run_compare(args)
+            print(f"{len(rows)} models compared; see {args.out}/report.md and {args.out}/summary.json")
         elif args.command == "evaluate":
             print(json.dumps(_run_evaluate(args), indent=2))
         elif args.command == "sample":
             print(_run_sample(args))
+        elif args.command == "plot":
+            print(_run_plot(args))
+        elif args.command == "report":
+            print(_run_report(args))
     except (ValueError, TypeError, UsageError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file or directory the user named cannot be read or written
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     except NonFiniteLossError as err:
         print(f"{PROG}: training stopped: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; a run keeps its last checkpoint (continue it with "
+              f"'{PROG} train --resume DIR')", file=sys.stderr)
+        return 130
     return 0
 
 

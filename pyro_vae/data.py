@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .datasets_files import load_fashion_mnist, load_frey, load_mnist
 from .errors import check_choice, check_fraction, check_non_negative_int, check_positive_int
 
 BINARIZE_CHOICES = ("dynamic", "static", "none")
@@ -76,6 +77,14 @@ class DataConfig:
         check_fraction("test_fraction", self.test_fraction, allow_zero=False)
         check_fraction("val_fraction", self.val_fraction)
         check_non_negative_int("split_seed", self.split_seed)
+        if self.split_seed > 2**31 - 1:  # the same range as TrainConfig.seed
+            raise ValueError(f"split_seed must be an integer in [0, {2**31 - 1}], got {self.split_seed}")
+        if not isinstance(self.download, bool):
+            raise TypeError(f"download must be True or False, got {self.download!r}")
+        if hasattr(self.data_dir, "__fspath__"):  # a pathlib.Path: kept as a JSON-friendly str
+            self.data_dir = str(self.data_dir.__fspath__())
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise TypeError(f"data_dir must be a path string or None, got {self.data_dir!r}")
         if self.subset is not None:
             check_positive_int("subset", self.subset)
 
@@ -187,6 +196,9 @@ def _load_digits(config: DataConfig) -> RawData:
 #: Registered sources: name -> loader(config) -> RawData. ``npz:PATH`` is handled separately.
 DATASETS: dict[str, Callable[[DataConfig], RawData]] = {
     "digits": _load_digits,
+    "mnist": load_mnist,  # IDX files (pyro_vae/datasets_files.py)
+    "fashion-mnist": load_fashion_mnist,
+    "frey": load_frey,  # frey_rawface.mat
 }
 
 

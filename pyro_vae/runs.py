@@ -36,15 +36,16 @@ from . import __version__
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .data import DataConfig, Dataset, load_dataset
 from .errors import check_choice, check_positive_int
-from .inference.evaluate import evaluate
-from .inference.train import DTYPES, Callback, TrainConfig, fit, resolve_device
+from .inference.evaluate import evaluate, latent_diagnostics
+from .inference.train import (DTYPES, Callback, TrainConfig, fit, resolve_device,
+                              validate_training_data)
 from .models import MODELS
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, FIGURES_DIR = (
     "config.json", "metrics.json", "checkpoint.pt", "figures")
 
 # Training settings that may differ between a checkpoint and the run resuming it.
-_RESUMABLE_CHANGES = {"epochs", "device", "progress", "eval_every"}
+_RESUMABLE_CHANGES = {"epochs", "device", "progress", "eval_every", "detect_anomaly"}
 
 
 @dataclass
@@ -68,6 +69,11 @@ class RunConfig:
             self.model_config = dataclasses.asdict(self.model_config)
         self.model_config = dataclasses.asdict(self.model_config_object())
         check_positive_int("eval_samples", self.eval_samples)
+        if self.train.objective == "iwae" and self.model_config.get("guide") == "delta":
+            raise ValueError(
+                "--guide delta cannot be combined with --objective iwae: a point-mass guide has "
+                "no density, so the importance weights are undefined; use --objective elbo"
+            )
 
     def model_config_object(self):
         """The model's config dataclass built from ``model_config`` (validates its fields)."""
@@ -166,35 +172,48 @@ def train_run(config: RunConfig, out_dir, *, overwrite: bool = False, callbacks=
     out_dir = Path(out_dir)
     data = load_dataset(config.data)
     model = build_model(config, data)
+    validate_training_data(model, data)  # before anything in out_dir is replaced
     _prepare_out_dir(out_dir, overwrite)
     atomic_write_text(out_dir / CONFIG_FILE, json.dumps(
         {**config.to_dict(), "versions": _versions()}, indent=2))
     return _train_and_finish(config, out_dir, data, model, None, callbacks)
 
 
-def resume_run(out_dir, epochs: int | None = None, *, device: str | None = None, callbacks=()) -> dict:
+def resume_run(out_dir, epochs: int | None = None, *, device: str | None = None,
+               detect_anomaly: bool | None = None, callbacks=()) -> dict:
     """Continue the run in ``out_dir`` up to ``epochs`` in total (default: its configured number).
 
     Ends where an uninterrupted run of that many epochs would have ended (same seed, same
-    machine): the checkpoint restores parameters, optimizer and RNG states.
+    machine): the checkpoint restores parameters, optimizer and RNG states. A run whose
+    training finished but which was stopped before writing ``metrics.json`` is completed
+    (evaluated, figures drawn) by resuming it with its own number of epochs. A run stopped
+    before its first checkpoint has nothing to resume: train it again with ``overwrite``.
     """
     out_dir = Path(out_dir)
     config = read_config(out_dir)
+    if not (out_dir / CHECKPOINT_FILE).exists():
+        raise ValueError(
+            f"run directory {str(out_dir)!r} has no checkpoint yet (it stopped before its first "
+            f"epoch finished), so there is nothing to resume; rerun train with --out "
+            f"{str(out_dir)!r} --overwrite"
+        )
     checkpoint = _load_run_checkpoint(out_dir, config)
     done = int(checkpoint["train_state"]["epoch"])
     changes = {"device": device} if device is not None else {}
+    if detect_anomaly is not None:
+        changes["detect_anomaly"] = detect_anomaly
     if epochs is not None:
         check_positive_int("epochs", epochs)
         changes["epochs"] = epochs
     config.train = dataclasses.replace(config.train, **changes)
-    if config.train.epochs <= done:
+    if config.train.epochs < done or (config.train.epochs == done and _is_complete(out_dir, done)):
         raise ValueError(
             f"epochs must exceed the {done} epochs the run in {str(out_dir)!r} has finished, "
             f"got {config.train.epochs}"
         )
     data = load_dataset(config.data)
     model = build_model(config, data)
-    model.load_state_dict(checkpoint["model"])
+    _restore_model(model, checkpoint, out_dir)
     atomic_write_text(out_dir / CONFIG_FILE, json.dumps(
         {**config.to_dict(), "versions": _versions()}, indent=2))
     return _train_and_finish(config, out_dir, data, model, checkpoint["train_state"], callbacks)
@@ -215,18 +234,33 @@ def _train_and_finish(config, out_dir, data, model, resume_state, callbacks) -> 
         "history": result.history,
         "test": test,
     }
-    atomic_write_text(out_dir / METRICS_FILE, json.dumps(metrics, indent=2))
     from .plots import write_run_figures  # noqa: PLC0415  (matplotlib only when figures are drawn)
 
     write_run_figures(model, data, result.history, out_dir / FIGURES_DIR)
+    # Written last: a metrics.json for the checkpoint's epoch marks the run as complete.
+    atomic_write_text(out_dir / METRICS_FILE, json.dumps(metrics, indent=2))
     return metrics
 
 
+def _is_complete(run_dir: Path, epochs: int) -> bool:
+    """Whether ``run_dir`` holds the final metrics of a run of ``epochs`` epochs."""
+    try:
+        return json.loads((run_dir / METRICS_FILE).read_text()).get("epochs") == epochs
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _evaluate(model, data, config, num_samples) -> dict:
+    """The ``test`` object: likelihood figures and, where the model has a code, latent diagnostics."""
     # A fixed seed of its own, so the reported numbers do not depend on how training went.
     pyro.set_rng_seed(config.train.seed + 1)
     x, y = data.split("test")
-    return evaluate(model, x, y if model.needs_labels else None, num_samples=num_samples)
+    test = evaluate(model, x, y if model.needs_labels else None, num_samples=num_samples,
+                    progress=config.train.progress)
+    latent = latent_diagnostics(model, x, y, x_train=data.x_train, y_train=data.y_train)
+    if latent:
+        test["latent"] = latent
+    return test
 
 
 def read_config(run_dir) -> RunConfig:
@@ -241,14 +275,20 @@ def read_config(run_dir) -> RunConfig:
         raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{str(path)!r} is not valid JSON ({err})") from err
+    except OSError as err:
+        raise ValueError(f"{str(path)!r} could not be read ({err.strerror})") from err
     if isinstance(raw, dict):
         raw.pop("versions", None)
     return RunConfig.from_dict(raw)
 
 
 def _load_run_checkpoint(run_dir: Path, config: RunConfig, map_location="cpu") -> dict:
-    checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE, map_location=map_location)
-    saved = json.loads(checkpoint.get("config", "{}"))
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE, map_location=map_location,
+                                 required=("model", "train_state", "config"))
+    try:
+        saved = json.loads(checkpoint["config"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint in {str(run_dir)!r} holds no readable configuration ({err})") from err
     expected = _checkpoint_config(config)
     if saved != expected:
         diffs = _diff(saved, expected)
@@ -268,6 +308,22 @@ def _diff(saved, expected, prefix="") -> list[str]:
     return [] if saved == expected else [f"{prefix.rstrip('.')}: checkpoint {saved!r} vs config {expected!r}"]
 
 
+def _restore_model(model, checkpoint: dict, run_dir: Path) -> None:
+    """Load the checkpoint's weights, refusing (``ValueError``) weights of another architecture."""
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, TypeError, KeyError, AttributeError) as err:
+        versions = checkpoint.get("versions")
+        written = versions.get("pyro_vae", "?") if isinstance(versions, dict) else "?"
+        detail = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        if len(detail) > 300:
+            detail = detail[:300] + " ..."
+        raise ValueError(
+            f"checkpoint in {str(run_dir)!r} does not fit the model built from its config.json "
+            f"(written by pyro-vae {written}, this is {__version__}): {detail or type(err).__name__}"
+        ) from err
+
+
 @dataclass
 class LoadedRun:
     """A trained run brought back into memory (model in eval mode, data on its device)."""
@@ -279,7 +335,15 @@ class LoadedRun:
 
     def metrics(self) -> dict:
         path = self.directory / METRICS_FILE
-        return json.loads(path.read_text()) if path.is_file() else {}
+        if not path.is_file():
+            return {}
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, ValueError) as err:  # ValueError: bad JSON or bad UTF-8
+            raise ValueError(f"{str(path)!r} is not a readable metrics file ({err}); remove it") from err
+        if not isinstance(metrics, dict):
+            raise ValueError(f"{str(path)!r} must hold a JSON object, got {type(metrics).__name__}")
+        return metrics
 
 
 def load_run(run_dir, device: str | None = None) -> LoadedRun:
@@ -290,7 +354,7 @@ def load_run(run_dir, device: str | None = None) -> LoadedRun:
     checkpoint = _load_run_checkpoint(run_dir, config)
     data = load_dataset(config.data)
     model = build_model(config, data)
-    model.load_state_dict(checkpoint["model"])
+    _restore_model(model, checkpoint, run_dir)
     model.to(device=target).eval()
     data = data.to(device=target, dtype=model.dtype)
     return LoadedRun(config=config, model=model, data=data, directory=run_dir)
@@ -300,8 +364,8 @@ def evaluate_run(run_dir, num_samples: int | None = None, device: str | None = N
     """Evaluate a trained run on its test set, update its metrics.json, and return ``test``."""
     run = load_run(run_dir, device)
     num_samples = run.config.eval_samples if num_samples is None else check_positive_int("samples", num_samples)
+    metrics = run.metrics()  # read first: a damaged file is refused before the long evaluation
     test = _evaluate(run.model, run.data, run.config, num_samples)
-    metrics = run.metrics()
     metrics["test"] = test
     atomic_write_text(run.directory / METRICS_FILE, json.dumps(metrics, indent=2))
     return test

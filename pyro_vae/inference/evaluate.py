@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import pyro
 import pyro.poutine as poutine
 import torch
+from tqdm.auto import tqdm
 
 from ..errors import check_positive_int
 
@@ -82,7 +83,7 @@ def log_importance_weights(model, x: torch.Tensor, y: torch.Tensor | None = None
     return log_w
 
 
-def _per_example(model, x, y, num_samples, batch_size, sample_chunk, reduce):
+def _per_example(model, x, y, num_samples, batch_size, sample_chunk, reduce, progress=False):
     """Apply ``reduce`` to ``log w`` chunked over examples and over samples; ``(n,)``.
 
     ``reduce`` is ``"mean"`` or ``"logmeanexp"`` over the K samples. Memory is bounded by
@@ -92,7 +93,8 @@ def _per_example(model, x, y, num_samples, batch_size, sample_chunk, reduce):
     check_positive_int("batch_size", batch_size)
     check_positive_int("sample_chunk", sample_chunk)
     out = []
-    for start in range(0, x.shape[0], batch_size):
+    starts = range(0, x.shape[0], batch_size)
+    for start in tqdm(starts, desc=f"log p(x), K={num_samples}", disable=not progress, leave=False):
         xb = x[start:start + batch_size]
         yb = None if y is None else y[start:start + batch_size]
         pieces = []
@@ -120,10 +122,14 @@ def elbo(model, x, y=None, *, num_samples: int = 1, batch_size: int = 1000,
 
 @torch.no_grad()
 def log_likelihood(model, x, y=None, *, num_samples: int = 1000, batch_size: int = 100,
-                   sample_chunk: int = 100) -> Estimate:
+                   sample_chunk: int = 100, progress: bool = False) -> Estimate:
     """Importance-sampled log p(x) (log p(x | y) for conditional models) with the guide as proposal.
 
-    For a model without latent variables one sample is exact and ``num_samples`` is ignored.
+    ``log p(x) ~ logsumexp_k(log p(x, z_k) - log q(z_k | x)) - log K``, ``z_k ~ q(z | x)``:
+    a consistent estimate whose expectation is a lower bound that tightens as K grows.
+    Memory is bounded by ``batch_size * sample_chunk`` importance weights at a time, so
+    K = 5000 over a whole test set runs in constant memory. For a model without latent
+    variables one sample is exact and ``num_samples`` is ignored.
     """
     if not model.is_bound:
         raise ValueError(
@@ -132,18 +138,19 @@ def log_likelihood(model, x, y=None, *, num_samples: int = 1000, batch_size: int
         )
     if not model.has_latents:
         num_samples = 1
-    per = _per_example(model, x, y, num_samples, batch_size, sample_chunk, "logmeanexp")
+    per = _per_example(model, x, y, num_samples, batch_size, sample_chunk, "logmeanexp", progress)
     return Estimate(per, num_samples)
 
 
 def evaluate(model, x, y=None, *, num_samples: int = 1000, elbo_samples: int = 1,
-             batch_size: int = 100, sample_chunk: int = 100) -> dict:
+             batch_size: int = 100, sample_chunk: int = 100, progress: bool = False) -> dict:
     """The ``test`` object of ``metrics.json`` for data ``x`` (and labels ``y``).
 
     Keys: ``elbo``, ``elbo_stderr``, ``log_likelihood``, ``log_likelihood_stderr``,
     ``log_likelihood_samples``, ``exact``, ``bound``, ``conditional``, ``discrete``,
-    ``num_examples``. Values are nats per example (log scale, higher is better);
-    ``log_likelihood`` is ``None`` when the model has no estimate (a point-mass guide).
+    ``num_examples`` and, for densities, ``bits_per_dim``. Values are nats per example (log
+    scale, higher is better); ``log_likelihood`` is ``None`` when the model has no estimate
+    (a point-mass guide).
     """
     was_training = model.training
     model.eval()
@@ -159,14 +166,82 @@ def evaluate(model, x, y=None, *, num_samples: int = 1000, elbo_samples: int = 1
             "exact": not model.has_latents,
             "bound": bool(model.is_bound),
             "conditional": bool(model.conditional),
-            "discrete": bool(getattr(getattr(model, "likelihood", None), "discrete", True)),
+            "discrete": is_discrete(model),
             "num_examples": int(x.shape[0]),
         }
         if model.is_bound:
             ll = log_likelihood(model, x, y, num_samples=num_samples, batch_size=batch_size,
-                                sample_chunk=sample_chunk)
+                                sample_chunk=sample_chunk, progress=progress)
             result.update(log_likelihood=ll.mean, log_likelihood_stderr=ll.stderr,
                           log_likelihood_samples=ll.num_samples)
+            if not result["discrete"]:
+                result["bits_per_dim"] = bits_per_dim(ll.mean, x.shape[-1])
         return result
     finally:
         model.train(was_training)
+
+
+def is_discrete(model) -> bool:
+    """Whether the model's log-likelihood is a probability mass (True) or a density (False)."""
+    if hasattr(model, "discrete"):
+        return bool(model.discrete)
+    return bool(getattr(getattr(model, "likelihood", None), "discrete", True))
+
+
+def bits_per_dim(log_likelihood_nats: float, data_dim: int, levels: int = 256) -> float:
+    """Bits per dimension of a density over pixels scaled to [0, 1] from ``levels`` grey levels.
+
+    ``(-log p(x) + D log(levels)) / (D log 2)``: the density on the [0, 1] scale is converted to
+    the scale of the original integer pixels (the usual convention). It is a proper discrete
+    code length only for a density trained and evaluated on dequantized pixels.
+    """
+    return (-log_likelihood_nats + data_dim * math.log(levels)) / (data_dim * math.log(2))
+
+
+@torch.no_grad()
+def latent_diagnostics(model, x, y=None, *, x_train=None, y_train=None,
+                       active_threshold: float = 0.01, max_train: int = 10000) -> dict:
+    """How a model uses its latent code, on data ``x``.
+
+    Returns a dict with (where the model supports it):
+
+    - ``kl_per_dim``: the average over ``x`` of KL(q(z_d | x) || N(0, 1)) per dimension, in
+      nats (against the standard normal whatever the prior, so it is comparable across runs);
+    - ``active_units``: the number of dimensions with ``Cov_x(E_q[z_d | x]) > active_threshold``
+      (Burda et al. 2015), and ``latent_variance`` (that covariance per dimension);
+    - ``classifier_accuracy``: test accuracy of a logistic regression (scikit-learn) trained on
+      the latent means of ``x_train`` and scored on those of ``x``, where labels exist.
+
+    Needs ``model.posterior(x, y) -> (loc, scale)`` for the first two and ``model.encode``
+    for the last; entries a model cannot give are left out.
+    """
+    labels_in = y if getattr(model, "needs_labels", False) else None
+    result: dict = {}
+    if hasattr(model, "posterior") and getattr(model, "has_latents", True):
+        loc, scale = model.posterior(x, labels_in)  # (n, latent_dim) each
+        if scale is not None and bool((scale > 0).all()):
+            kl = 0.5 * (loc ** 2 + scale ** 2 - 1) - torch.log(scale)
+            result["kl_per_dim"] = kl.mean(0).tolist()
+        variance = loc.var(0) if loc.shape[0] > 1 else torch.zeros_like(loc[0])
+        result["latent_variance"] = variance.tolist()
+        result["active_units"] = int((variance > active_threshold).sum())
+        result["latent_dim"] = int(loc.shape[-1])
+    if y is not None and x_train is not None and y_train is not None:
+        try:
+            train_codes = model.encode(x_train[:max_train], _labels(model, y_train[:max_train]))
+            test_codes = model.encode(x, labels_in)
+        except NotImplementedError:
+            return result
+        from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+        from sklearn.pipeline import make_pipeline  # noqa: PLC0415
+        from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
+
+        classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        classifier.fit(train_codes.cpu().double().numpy(), y_train[:max_train].cpu().numpy())
+        result["classifier_accuracy"] = float(
+            classifier.score(test_codes.cpu().double().numpy(), y.cpu().numpy()))
+    return result
+
+
+def _labels(model, y):
+    return y if getattr(model, "needs_labels", False) else None

@@ -1,69 +1,235 @@
 """Training objectives: each turns a model/guide pair and a batch into a differentiable loss.
 
 An objective's ``loss(model, x, y)`` returns the *sum over the batch* of the negative
-objective (nats), ready for ``backward()``; the training loop divides by the batch size.
+objective (nats), ready for ``backward()``; the training loop divides by the batch size and
+calls ``set_epoch(epoch)`` (1, 2, ...) before each epoch.
+
+Registered objectives (:data:`OBJECTIVES`, the names ``--objective`` accepts):
+
+- ``elbo``: Pyro's ``Trace_ELBO``, ``particles`` samples of z per example (averaged);
+- ``meanfield``: Pyro's ``TraceMeanField_ELBO``: the KL term in closed form where one is
+  registered for the guide/prior pair (Normal guide, standard or conditional prior) and by
+  sampling otherwise (mixture, VampPrior, flow priors);
+- ``iwae``: the importance-weighted bound of Burda et al. (2015) with ``K = particles``
+  samples, ``log 1/K sum_k w_k``, built on
+  :func:`pyro_vae.inference.evaluate.log_importance_weights`. ``K = 1`` is the ELBO; the
+  bound tightens as K grows. It needs a guide with a density (not ``guide="delta"``).
+
+KL weighting (beta-VAE, KL warm-up) applies to every objective: ``beta`` and ``kl_warmup``
+multiply the log-densities of all *latent* sample sites, in the model and in the guide, by
+``min(1, epoch / kl_warmup) * beta`` (just ``beta`` when ``kl_warmup`` is 0), through the
+:class:`LatentScaleMessenger` effect handler. For the ELBOs this is
+``E[log p(x|z)] - weight * KL``; for IWAE the same weight enters every importance weight,
+``log w = log p(x|z) + weight * (log p(z) - log q(z|x))`` (the "beta-IWAE"). Observed sites
+(the likelihood) are never scaled, and neither is evaluation, which does not go through
+objectives. Models without latent variables are unaffected.
 
 Example
 -------
 >>> from pyro_vae.inference.objectives import build_objective
->>> objective = build_objective("elbo", particles=1)
+>>> objective = build_objective("iwae", particles=5, beta=1.0, kl_warmup=10)
+>>> objective.set_epoch(2)
+>>> objective.kl_weight
+0.2
 """
 
 from __future__ import annotations
 
+import math
+from types import SimpleNamespace
+
 import pyro.infer
 import torch
+from pyro.poutine.messenger import Messenger
 
-from ..errors import check_choice, check_positive_int
+from ..errors import check_choice, check_non_negative_int, check_positive_int
+from .evaluate import log_importance_weights
+
+
+def check_kl_weighting(beta, kl_warmup) -> tuple[float, int]:
+    """Validate ``beta`` (a finite number >= 0) and ``kl_warmup`` (epochs, an int >= 0)."""
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
+        raise TypeError(f"beta must be a non-negative number, got {beta!r} ({type(beta).__name__})")
+    if not math.isfinite(beta) or beta < 0:
+        raise ValueError(f"beta must be a finite non-negative number, got {beta}")
+    check_non_negative_int("kl_warmup", kl_warmup)
+    return float(beta), kl_warmup
+
+
+class LatentScaleMessenger(Messenger):
+    """Multiply the log-density of every latent (non-observed) sample site by ``weight``.
+
+    Unlike ``poutine.scale``, which scales every site and refuses 0, this leaves observed
+    sites alone and accepts ``weight = 0`` (the KL term then contributes nothing, gradients
+    included). Applied to both the model and the guide it turns ``log p(x|z) + log p(z) -
+    log q(z|x)`` into ``log p(x|z) + weight * (log p(z) - log q(z|x))``.
+
+    Example
+    -------
+    >>> import pyro, pyro.distributions as dist, torch
+    >>> def model():
+    ...     z = pyro.sample("z", dist.Normal(0.0, 1.0))
+    ...     pyro.sample("x", dist.Normal(z, 1.0), obs=torch.tensor(0.0))
+    >>> trace = pyro.poutine.trace(LatentScaleMessenger(0.5)(model)).get_trace()
+    >>> trace.nodes["z"]["scale"], trace.nodes["x"]["scale"]
+    (0.5, 1.0)
+    """
+
+    def __init__(self, weight: float):
+        super().__init__()
+        self.weight = weight
+
+    def _process_message(self, msg):
+        if msg["type"] == "sample" and not msg["is_observed"]:
+            msg["scale"] = self.weight * msg["scale"]
 
 
 class Objective:
-    """An ELBO-type objective. Subclasses wrap a Pyro ELBO or compute their own bound."""
+    """An ELBO-type objective with optional KL weighting; subclasses implement :meth:`loss`.
+
+    Parameters
+    ----------
+    beta : float
+        Weight of the KL term (of the latent sites' log-densities), >= 0; 1 is the plain bound.
+    kl_warmup : int
+        Epochs over which the weight rises linearly to ``beta`` (0: no warm-up).
+    """
 
     name = "objective"
 
+    def __init__(self, *, beta: float = 1.0, kl_warmup: int = 0):
+        self.beta, self.kl_warmup = check_kl_weighting(beta, kl_warmup)
+        self.epoch = 1  # the loop counts epochs from 1
+
     def loss(self, model, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Sum over the batch of the negative objective (a scalar tensor with gradients)."""
         raise NotImplementedError
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by the loop before each epoch (for schedules such as KL warm-up)."""
+        """Called by the loop before each epoch (1, 2, ...); drives the KL warm-up."""
+        self.epoch = check_non_negative_int("epoch", epoch)
+
+    @property
+    def kl_weight(self) -> float:
+        """The current weight of the KL term: ``min(1, epoch / kl_warmup) * beta``."""
+        if self.kl_warmup == 0:
+            return self.beta
+        return min(1.0, self.epoch / self.kl_warmup) * self.beta
+
+    def weighted(self, model):
+        """``model``'s model/guide pair with the latent sites scaled by :attr:`kl_weight`.
+
+        Returns an object with ``model`` and ``guide`` attributes (the model itself at weight 1).
+        """
+        weight = self.kl_weight
+        if weight == 1.0:
+            return model
+        return SimpleNamespace(model=LatentScaleMessenger(weight)(model.model),
+                               guide=LatentScaleMessenger(weight)(model.guide))
 
 
 class PyroELBOObjective(Objective):
-    """Pyro's ``Trace_ELBO`` (or another Pyro ELBO class) through ``differentiable_loss``."""
+    """A Pyro ELBO (``Trace_ELBO``, ``TraceMeanField_ELBO`` ...) through ``differentiable_loss``."""
 
-    def __init__(self, elbo: pyro.infer.ELBO, name: str):
+    def __init__(self, elbo: pyro.infer.ELBO, name: str, **weighting):
+        super().__init__(**weighting)
         self.elbo = elbo
         self.name = name
 
     def loss(self, model, x, y=None):
-        return self.elbo.differentiable_loss(model.model, model.guide, x, y)
+        pair = self.weighted(model)
+        return self.elbo.differentiable_loss(pair.model, pair.guide, x, y)
 
 
-def _elbo(particles: int, **unused) -> Objective:
+class IWAEObjective(Objective):
+    """The importance-weighted bound ``sum_i log 1/K sum_k w_ik`` (Burda et al., 2015).
+
+    ``log w`` comes from :func:`~pyro_vae.inference.evaluate.log_importance_weights`
+    (``(K, batch)``, reparameterized, so gradients flow through the sampled codes). It sums
+    the traces' ``log_prob`` entries, which Pyro stores already multiplied by each site's
+    scale: that is how the KL weight of :class:`LatentScaleMessenger` reaches every ``log w``.
+
+    Parameters
+    ----------
+    num_samples : int
+        K, the importance samples per example.
+    beta, kl_warmup
+        See :class:`Objective`; the weight multiplies ``log p(z) - log q(z|x)`` inside each
+        ``log w``.
+
+    Example
+    -------
+    >>> import torch
+    >>> from pyro_vae.models import VAE, VAEConfig
+    >>> vae = VAE(64, VAEConfig(latent_dim=2, hidden_dims=(16,)))
+    >>> loss = IWAEObjective(num_samples=5).loss(vae, torch.bernoulli(torch.full((8, 64), 0.5)))
+    >>> loss.shape
+    torch.Size([])
+    """
+
+    name = "iwae"
+
+    def __init__(self, num_samples: int = 5, **weighting):
+        super().__init__(**weighting)
+        self.num_samples = check_positive_int("num_samples", num_samples)
+
+    def loss(self, model, x, y=None):
+        if not getattr(model, "is_bound", True):
+            raise ValueError(
+                f"objective 'iwae' needs a guide with a density, but {type(model).__name__} has a "
+                f"point-mass guide (guide='delta'), whose importance weights are undefined; "
+                f"train it with objective 'elbo' instead"
+            )
+        log_w = log_importance_weights(self.weighted(model), x, y, self.num_samples)  # (K, batch)
+        return -(torch.logsumexp(log_w, dim=0) - math.log(self.num_samples)).sum()
+
+
+def _elbo(particles: int, **weighting) -> Objective:
     return PyroELBOObjective(
         pyro.infer.Trace_ELBO(num_particles=particles, vectorize_particles=particles > 1,
                               max_plate_nesting=1),
-        "elbo",
+        "elbo", **weighting,
     )
 
 
-def _meanfield(particles: int, **unused) -> Objective:
+def _meanfield(particles: int, **weighting) -> Objective:
     return PyroELBOObjective(
         pyro.infer.TraceMeanField_ELBO(num_particles=particles, vectorize_particles=particles > 1,
                                        max_plate_nesting=1),
-        "meanfield",
+        "meanfield", **weighting,
     )
 
 
-#: Registered objectives: name -> factory(**options) -> Objective.
+def _iwae(particles: int, **weighting) -> Objective:
+    return IWAEObjective(num_samples=particles, **weighting)
+
+
+#: Registered objectives: name -> factory(particles=..., beta=..., kl_warmup=...) -> Objective.
 OBJECTIVES = {
     "elbo": _elbo,
     "meanfield": _meanfield,
+    "iwae": _iwae,
 }
 
 
-def build_objective(name: str = "elbo", *, particles: int = 1, **options) -> Objective:
-    """Build the registered objective ``name`` (``particles``: samples of z per example)."""
+def build_objective(name: str = "elbo", *, particles: int = 1, beta: float = 1.0,
+                    kl_warmup: int = 0, **options) -> Objective:
+    """Build the registered objective ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A name in :data:`OBJECTIVES`.
+    particles : int
+        Samples of z per example: averaged by ``elbo``/``meanfield``, the K of ``iwae``.
+    beta : float
+        Weight of the KL term (>= 0).
+    kl_warmup : int
+        Epochs of linear KL warm-up (0: none).
+    **options
+        Passed on to the objective's factory (for objectives registered with more options).
+    """
     check_positive_int("particles", particles)
-    return OBJECTIVES[check_choice("objective", name, OBJECTIVES)](particles=particles, **options)
+    check_kl_weighting(beta, kl_warmup)
+    return OBJECTIVES[check_choice("objective", name, OBJECTIVES)](
+        particles=particles, beta=beta, kl_warmup=kl_warmup, **options)

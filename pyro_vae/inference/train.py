@@ -4,7 +4,9 @@ Each step has three phases: draw an on-device batch (freshly binarized where the
 asks for it), compute the objective's differentiable loss, and take one step of a single
 torch optimizer over all the model's parameters. Per-step losses stay on the device; the
 host reads them once per epoch (no synchronization inside the step), which is also where a
-non-finite loss is detected, before any callback (checkpointing) sees the broken epoch.
+non-finite loss is detected, before any callback (checkpointing) sees the broken epoch;
+the parameters are checked there too, since a NaN gradient at an epoch's last step poisons
+them while every loss of the epoch is finite.
 
 Example
 -------
@@ -21,6 +23,7 @@ Example
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import pyro
@@ -30,9 +33,10 @@ from tqdm.auto import tqdm
 from ..errors import (check_choice, check_non_negative_int, check_positive_float,
                       check_positive_int)
 from .evaluate import elbo as elbo_estimate
-from .objectives import OBJECTIVES, build_objective
+from .objectives import OBJECTIVES, build_objective, check_kl_weighting
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+MAX_SEED = 2**31 - 1
 
 
 @dataclass
@@ -58,9 +62,19 @@ class TrainConfig:
     objective : str
         A name in :data:`pyro_vae.inference.objectives.OBJECTIVES`.
     particles : int
-        Samples of z per example in the objective.
+        Samples of z per example in the objective (for ``iwae``: the K of the bound).
+    beta : float
+        Weight of the KL term (>= 0; 1: the plain bound); see
+        :mod:`pyro_vae.inference.objectives`. Evaluation is never weighted.
+    kl_warmup : int
+        Epochs over which the KL weight rises linearly from ``beta / kl_warmup`` to ``beta``
+        (0: no warm-up).
     progress : bool
         Show a tqdm progress bar.
+    detect_anomaly : bool
+        Run under ``torch.autograd.set_detect_anomaly(True)``: the backward pass stops at the
+        first operation that produces NaN and reports where it was computed (slow; for
+        debugging a non-finite loss).
     """
 
     epochs: int = 20
@@ -72,17 +86,26 @@ class TrainConfig:
     eval_every: int = 1
     objective: str = "elbo"
     particles: int = 1
+    beta: float = 1.0
+    kl_warmup: int = 0
     progress: bool = True
+    detect_anomaly: bool = False
 
     def __post_init__(self):
         check_positive_int("epochs", self.epochs)
         check_positive_int("batch_size", self.batch_size)
         check_positive_float("lr", self.lr)
         check_non_negative_int("seed", self.seed)
+        if self.seed > MAX_SEED:  # numpy's seeding limit; the evaluation also uses seed + 1
+            raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed}")
+        for name in ("progress", "detect_anomaly"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         check_choice("dtype", self.dtype, DTYPES)
         check_non_negative_int("eval_every", self.eval_every)
         check_choice("objective", self.objective, OBJECTIVES)
         check_positive_int("particles", self.particles)
+        self.beta, self.kl_warmup = check_kl_weighting(self.beta, self.kl_warmup)
         if self.device is not None:
             resolve_device(self.device)
 
@@ -99,7 +122,13 @@ def resolve_device(name: str | None) -> torch.device:
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss; the last checkpoint is left as it was."""
+    """Training produced a NaN or infinite loss (or parameters); the last checkpoint is left as it was."""
+
+
+def _checkpoint_note(state: "TrainState") -> str:
+    if state.epoch == 0:
+        return "No epoch finished, so nothing was saved"
+    return f"The epoch was discarded; the last checkpoint (epoch {state.epoch}) is intact"
 
 
 class Callback:
@@ -158,6 +187,28 @@ class FitResult:
     state: TrainState
 
 
+def validate_training_data(model, data) -> None:
+    """Raise ``ValueError`` if ``data`` cannot train ``model`` (labels, shapes, pixel support).
+
+    :func:`fit` calls it; a caller may call it earlier, before it commits to anything.
+    """
+    x_test, y_test = data.split("test")
+    if model.needs_labels and (data.y_train is None or y_test is None):
+        raise ValueError(f"model {type(model).__name__} needs labels but dataset {data.name!r} has none")
+    x_train = data.x_train
+    if data.binarize == "dynamic":
+        # Grey levels are Bernoulli probabilities (False for NaN too); the likelihood then
+        # sees 0/1 draws, so a draw is what it checks.
+        if x_train.numel() and not bool(((x_train >= 0) & (x_train <= 1)).all()):
+            raise ValueError(
+                f"{data.name} training data: dynamic binarization needs grey levels in [0, 1], "
+                f"got values in [{x_train.min().item():.4g}, {x_train.max().item():.4g}]"
+            )
+        x_train = torch.bernoulli(x_train[:1024])
+    model.validate_data(x_train, data.y_train, name=f"{data.name} training data")
+    model.validate_data(x_test, y_test, name=f"{data.name} test data")
+
+
 def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
         resume_state: dict | None = None) -> FitResult:
     """Train ``model`` on ``data.x_train`` by stochastic optimization of ``config.objective``.
@@ -186,14 +237,11 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     model.to(device=device, dtype=DTYPES[config.dtype])
     data = data.to(device=device, dtype=DTYPES[config.dtype])
     x_test, y_test = data.split("test")
-    if model.needs_labels and (data.y_train is None or y_test is None):
-        raise ValueError(f"model {type(model).__name__} needs labels but dataset {data.name!r} has none")
     # Validate the data once here, so the hot path can run with validation off.
-    model.validate_data(data.x_train if data.binarize != "dynamic" else torch.bernoulli(data.x_train[:1024]),
-                        data.y_train, name=f"{data.name} training data")
-    model.validate_data(x_test, y_test, name=f"{data.name} test data")
+    validate_training_data(model, data)
 
-    objective = build_objective(config.objective, particles=config.particles)
+    objective = build_objective(config.objective, particles=config.particles, beta=config.beta,
+                                kl_warmup=config.kl_warmup)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     state = TrainState(optimizer=optimizer)
     if resume_state is not None:
@@ -212,12 +260,24 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
         batches = data.train_batches(config.batch_size)
         bar = tqdm(batches, total=-(-data.x_train.shape[0] // config.batch_size),
                    desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress, leave=False)
-        with pyro.validation_enabled(False):
+        anomaly = torch.autograd.set_detect_anomaly(True) if config.detect_anomaly else nullcontext()
+        with pyro.validation_enabled(False), anomaly:
             for x, y in bar:
                 y = y if model.needs_labels else None
                 loss = objective.loss(model, x, y)  # sum over the batch of -objective
                 optimizer.zero_grad(set_to_none=True)
-                (loss / x.shape[0]).backward()
+                try:
+                    (loss / x.shape[0]).backward()
+                except RuntimeError as err:
+                    if not config.detect_anomaly:
+                        raise
+                    # Anomaly mode raises at the first backward operation that returns NaN.
+                    raise NonFiniteLossError(
+                        f"non-finite gradient at epoch {epoch}, step {len(step_losses) + 1} of the "
+                        f"epoch (global step {state.step + len(step_losses) + 1}): "
+                        f"{str(err).strip().splitlines()[0]} (the forward operation that computed "
+                        f"it is in the warning above). {_checkpoint_note(state)}"
+                    ) from err
                 optimizer.step()
                 step_losses.append(loss.detach())
                 n_seen += x.shape[0]
@@ -231,8 +291,18 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
                 f"non-finite loss at epoch {epoch}, step {bad_step} of the epoch (global step "
                 f"{state.step + bad_step}); likely causes: a learning rate too high (--lr), "
                 f"pixels outside the likelihood's support, or a variance collapsing to zero. "
-                f"The last checkpoint (epoch {state.epoch}) is intact; rerun with "
-                f"--detect-anomaly to locate the operation"
+                f"{_checkpoint_note(state)}; rerun with --detect-anomaly to locate the operation"
+            )
+        # A NaN/Inf gradient with a finite loss (at the epoch's last step) poisons the
+        # parameters without showing in the losses: one reduction and one sync per epoch.
+        params = [p for p in model.parameters() if p.is_floating_point()]
+        if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            raise NonFiniteLossError(
+                f"non-finite parameters after epoch {epoch} (global step "
+                f"{state.step + len(step_losses)} at the latest): a gradient was NaN or infinite "
+                f"although the loss was finite; likely causes: a learning rate too high (--lr) or "
+                f"an operation with an unbounded derivative (sqrt or log near 0). "
+                f"{_checkpoint_note(state)}; rerun with --detect-anomaly to locate the operation"
             )
         record = {"epoch": epoch, "train_elbo": -losses.sum().item() / n_seen}
         if config.eval_every and (epoch % config.eval_every == 0 or epoch == config.epochs):

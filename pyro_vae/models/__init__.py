@@ -6,14 +6,21 @@ from .base import GenerativeModel
 from .likelihoods import LIKELIHOODS, Likelihood, build_likelihood
 from .priors import PRIORS, Prior, StandardNormalPrior, build_prior
 from .vae import VAE, VAEConfig
+from .cvae import CVAE
+from .mixture import Mixture, MixtureConfig
+from .ppca import PPCA, PPCAConfig
 
 #: Registered models: name -> (config dataclass, model class). A model class is built as
 #: ``cls(data_dim, config, num_classes=...)``.
 MODELS: dict[str, tuple[type, type[GenerativeModel]]] = {
     "vae": (VAEConfig, VAE),
+    "cvae": (VAEConfig, CVAE),
+    "mixture": (MixtureConfig, Mixture),
+    "ppca": (PPCAConfig, PPCA),
 }
 
 __all__ = [
+    "CVAE", "Mixture", "MixtureConfig", "PPCA", "PPCAConfig",
     "GenerativeModel", "Likelihood", "LIKELIHOODS", "MODELS", "PRIORS", "Prior",
     "StandardNormalPrior", "VAE", "VAEConfig", "build_likelihood", "build_prior",
 ]

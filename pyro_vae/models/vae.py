@@ -105,6 +105,8 @@ class VAE(GenerativeModel):
             num_classes=num_classes, data_dim=data_dim, encoder=self._encode_params,
         )
         self.needs_labels = self.prior.needs_label
+        # With a label-conditioned prior p(z | y) the model scores log p(x | y).
+        self.conditional = self.conditional or self.prior.needs_label
 
     # Subclasses that condition on labels (the CVAE) widen these inputs.
     @property
@@ -155,6 +157,17 @@ class VAE(GenerativeModel):
     @torch.no_grad()
     def encode(self, x, y=None):
         return self._encode_params(x, y)[0]
+
+    @torch.no_grad()
+    def posterior(self, x, y=None):
+        """The guide's ``(loc, scale)`` of q(z | x), each ``(batch, latent_dim)`` (scale 0 for delta)."""
+        loc, scale = self._encode_params(x, y)
+        return loc, (torch.zeros_like(scale) if self.config.guide == "delta" else scale)
+
+    @torch.no_grad()
+    def decode(self, z, y=None):
+        """Mean image of p(x | z) (or p(x | z, y)) for codes ``z`` ``(..., latent_dim)``: ``(..., D)``."""
+        return self.likelihood.mean(self._decode(z, y))
 
     def validate_data(self, x, y=None, name="x"):
         super().validate_data(x, y, name)
