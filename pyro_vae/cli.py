@@ -102,7 +102,9 @@ def _add_shared_options(p, eval_samples: bool = True) -> None:
     p.add_argument("--prior-components", type=int,
                    help="components of the mog prior, pseudo-inputs of the vamp prior")
     p.add_argument("--components", type=int, help="components K of the mixture model (--model mixture)")
-    p.add_argument("--binarize", choices=BINARIZE_CHOICES)
+    p.add_argument("--binarize", choices=BINARIZE_CHOICES,
+                   help="dynamic (default for the bernoulli likelihood) | static | none (default for "
+                        "densities: continuous-bernoulli, gaussian, ppca)")
     p.add_argument("--data-dir", help="where file-based data sets are looked for")
     p.add_argument("--download", action="store_true", help="allow downloading MNIST/Fashion-MNIST")
     p.add_argument("--subset", type=int, help="use only the first N training examples")
@@ -116,9 +118,9 @@ def _set(target: dict, **values) -> dict:
     return target
 
 
-def _data_config(args) -> DataConfig:
+def _data_config(args, binarize_default: str | None = None) -> DataConfig:
     return DataConfig(**_set(
-        {"download": args.download}, name=args.dataset, binarize=args.binarize,
+        {"download": args.download}, name=args.dataset, binarize=args.binarize or binarize_default,
         data_dir=args.data_dir, subset=args.subset, test_fraction=args.test_fraction,
         val_fraction=args.val_fraction))
 
@@ -149,7 +151,10 @@ def _run_train(args) -> dict:
     if not args.out:
         raise UsageError("train needs --out DIR (or --resume DIR)")
     model_config = _set({}, **{field: getattr(args, flag) for flag, field in MODEL_OPTIONS.items()})
-    config = RunConfig(**_set({"model_config": model_config, "data": _data_config(args),
+    from .runs import default_binarize  # noqa: PLC0415
+
+    binarize = default_binarize(args.model or "vae", model_config)
+    config = RunConfig(**_set({"model_config": model_config, "data": _data_config(args, binarize),
                                "train": _train_config(args)},
                               model=args.model, eval_samples=args.eval_samples))
     return train_run(config, args.out, overwrite=args.overwrite)

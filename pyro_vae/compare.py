@@ -80,8 +80,8 @@ class CompareConfig:
 def compare(config: CompareConfig, out_dir, *, runs: dict | None = None, overwrite: bool = False) -> list[dict]:
     """Train (or reuse ``runs``: entry name -> run directory) and evaluate every entry.
 
-    Writes ``out_dir/<entry>/`` (one run directory per trained entry), ``out_dir/summary.json``
-    and ``out_dir/report.md``; returns the summary rows.
+    Writes ``out_dir/<entry>/`` (one run directory per trained entry), ``out_dir/summary.json``,
+    ``out_dir/report.md`` and the self-contained ``out_dir/report.html``; returns the summary rows.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -93,7 +93,10 @@ def compare(config: CompareConfig, out_dir, *, runs: dict | None = None, overwri
             train_run(config.run_config(name), run_dir, overwrite=overwrite)
         rows.append(_summary_row(name, run_dir))
     atomic_write_text(out_dir / "summary.json", json.dumps(rows, indent=2))
-    atomic_write_text(out_dir / "report.md", render_markdown(rows, out_dir, config))
+    atomic_write_text(out_dir / "report.md", render_markdown(rows, out_dir))
+    from .report import report_for_runs  # noqa: PLC0415  (figures are drawn only here)
+
+    report_for_runs([row["run_dir"] for row in rows], out_dir / "report.html")
     return rows
 
 
@@ -145,7 +148,7 @@ def _pm(value, stderr) -> str:
     return f"{value:.2f} ± {stderr:.2f}" if stderr is not None else f"{value:.2f}"
 
 
-def render_markdown(rows: list[dict], out_dir: Path, config: CompareConfig | None = None) -> str:
+def render_markdown(rows: list[dict], out_dir: Path) -> str:
     """The comparison table (one ranking per comparable group) and a figure row per entry."""
     lines = ["# pyro-vae comparison", ""]
     if rows:
@@ -164,8 +167,11 @@ def render_markdown(rows: list[dict], out_dir: Path, config: CompareConfig | Non
         for rank, r in enumerate(members, 1):
             nll = None if r["log_likelihood"] is None else -r["log_likelihood"]
             note = []
+            neg_elbo = _pm(-r["elbo"], r["elbo_stderr"])
             if not r["bound"]:
-                note.append("objective is not a bound on log p(x): no NLL")
+                note.append(f"objective is not a bound on log p(x): no NLL; "
+                            f"-log p(x, z*) at the encoded point = {-r['elbo']:.2f}")
+                neg_elbo = "n/a"
             if r["conditional"]:
                 note.append("conditional: log p(x|c)")
             if "bits_per_dim" in r:
@@ -173,7 +179,7 @@ def render_markdown(rows: list[dict], out_dir: Path, config: CompareConfig | Non
             k = "exact" if r["exact"] else (r["log_likelihood_samples"] or "n/a")
             lines.append(
                 f"| {rank if nll is not None else '-'} | {r['name']} | {_pm(nll, r['log_likelihood_stderr'])} "
-                f"| {_pm(-r['elbo'], r['elbo_stderr'])} | {k} | {'yes' if r['exact'] else 'no'} "
+                f"| {neg_elbo} | {k} | {'yes' if r['exact'] else 'no'} "
                 f"| {r['parameters']:,} | {r['seconds']:.1f} | {'; '.join(note)} |")
         lines.append("")
     lines += ["## Figures", ""]

@@ -102,6 +102,7 @@ class RawData:
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
     num_classes: int | None = None
+    pixel_max: int = 255  # the source's integer grey levels are 0..pixel_max
 
 
 @dataclass
@@ -122,6 +123,7 @@ class Dataset:
     y_test: torch.Tensor | None
     num_classes: int | None
     binarize: str
+    pixel_max: int = 255  # integer grey levels of the source: x = level / pixel_max
 
     @property
     def data_dim(self) -> int:
@@ -190,7 +192,8 @@ def _load_digits(config: DataConfig) -> RawData:
 
     bunch = load_digits()
     x = (bunch.data / 16.0).astype(np.float32)  # grey levels 0..16 -> [0, 1]
-    return RawData(x=x, y=bunch.target.astype(np.int64), image_shape=(1, 8, 8), num_classes=10)
+    return RawData(x=x, y=bunch.target.astype(np.int64), image_shape=(1, 8, 8), num_classes=10,
+                   pixel_max=16)
 
 
 #: Registered sources: name -> loader(config) -> RawData. ``npz:PATH`` is handled separately.
@@ -261,6 +264,7 @@ def load_dataset(config: DataConfig | None = None) -> Dataset:
         y_test=_label_tensor(y_test),
         num_classes=raw.num_classes,
         binarize=config.binarize,
+        pixel_max=raw.pixel_max,
     )
 
 

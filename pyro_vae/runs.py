@@ -39,7 +39,7 @@ from .errors import check_choice, check_positive_int
 from .inference.evaluate import evaluate, latent_diagnostics
 from .inference.train import (DTYPES, Callback, TrainConfig, fit, resolve_device,
                               validate_training_data)
-from .models import MODELS
+from .models import LIKELIHOODS, MODELS
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, FIGURES_DIR = (
     "config.json", "metrics.json", "checkpoint.pt", "figures")
@@ -106,6 +106,23 @@ class RunConfig:
             raise ValueError(f"run configuration lacks the key {err}") from err
         except TypeError as err:
             raise ValueError(f"run configuration has an unknown or invalid field: {err}") from err
+
+
+def default_binarize(model: str, model_config: dict) -> str:
+    """``dynamic`` for models scoring binary pixels, ``none`` for densities over grey levels.
+
+    Unknown names are left for :class:`RunConfig` to refuse with its own message.
+    """
+    if model not in MODELS:
+        return "dynamic"
+    try:
+        config = MODELS[model][0](**model_config)
+    except (TypeError, ValueError):
+        return "dynamic"
+    likelihood = getattr(config, "likelihood", None)
+    if likelihood is None:  # a Gaussian model of its own (PPCA)
+        return "none"
+    return "dynamic" if getattr(LIKELIHOODS.get(likelihood), "discrete", True) else "none"
 
 
 def build_model(config: RunConfig, data: Dataset):
@@ -236,7 +253,7 @@ def _train_and_finish(config, out_dir, data, model, resume_state, callbacks) -> 
     }
     from .plots import write_run_figures  # noqa: PLC0415  (matplotlib only when figures are drawn)
 
-    write_run_figures(model, data, result.history, out_dir / FIGURES_DIR)
+    write_run_figures(model, data, result.history, out_dir / FIGURES_DIR, metrics=metrics)
     # Written last: a metrics.json for the checkpoint's epoch marks the run as complete.
     atomic_write_text(out_dir / METRICS_FILE, json.dumps(metrics, indent=2))
     return metrics
@@ -256,7 +273,8 @@ def _evaluate(model, data, config, num_samples) -> dict:
     pyro.set_rng_seed(config.train.seed + 1)
     x, y = data.split("test")
     test = evaluate(model, x, y if model.needs_labels else None, num_samples=num_samples,
-                    progress=config.train.progress)
+                    progress=config.train.progress,
+                    pixel_max=data.pixel_max if data.binarize == "none" else None)
     latent = latent_diagnostics(model, x, y, x_train=data.x_train, y_train=data.y_train)
     if latent:
         test["latent"] = latent

@@ -142,6 +142,7 @@ def test_latent_diagnostics_match_closed_forms(trained_vae):
 
 
 def test_bits_per_dim():
-    # A uniform density on [0, 1] has log p = 0: 8 bits per 8-bit pixel.
-    assert bits_per_dim(0.0, 10) == pytest.approx(8.0)
-    assert bits_per_dim(-10 * math.log(2), 10) == pytest.approx(9.0)
+    # A uniform density on [0, 1] has log p = 0: log2(pixel_max) bits per pixel.
+    assert bits_per_dim(0.0, 10, pixel_max=256) == pytest.approx(8.0)
+    assert bits_per_dim(-10 * math.log(2), 10, pixel_max=256) == pytest.approx(9.0)
+    assert bits_per_dim(0.0, 3) == pytest.approx(math.log2(255))

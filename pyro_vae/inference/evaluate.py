@@ -83,6 +83,54 @@ def log_importance_weights(model, x: torch.Tensor, y: torch.Tensor | None = None
     return log_w
 
 
+def _model_float(model) -> tuple[torch.device, torch.dtype] | None:
+    """Device and dtype of the model's first floating parameter or buffer (None: it has none)."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            return t.device, t.dtype
+    return None
+
+
+def _prepare_inputs(model, x, y):
+    """Check ``x`` (and ``y``) once per public call and return them on the model's device/dtype.
+
+    ``x`` must be a ``(batch, D)`` tensor of finite values that fits the model (feature
+    count, the likelihood's support: ``model.validate_data`` where the model has it); a
+    model with ``needs_labels`` needs ``y`` of shape ``(batch,)``. Integer pixels are cast to
+    the model's floating dtype. Raises ``TypeError``/``ValueError`` naming ``x`` or ``y``.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (batch, D), got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ValueError(f"x must have shape (batch, D), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"x holds no examples (shape {tuple(x.shape)}); nothing to evaluate")
+    if x.dtype == torch.bool or x.is_complex():
+        raise TypeError(f"x must hold real numbers, got dtype {x.dtype}")
+    placement = _model_float(model)
+    if placement is not None:
+        device, dtype = placement
+        x = x.to(device=device, dtype=dtype)
+    elif not x.is_floating_point():
+        x = x.to(torch.get_default_dtype())
+    needs_labels = bool(getattr(model, "needs_labels", False))
+    if y is not None:
+        if not isinstance(y, torch.Tensor):
+            raise TypeError(f"y must be a torch.Tensor of shape (batch,), got {type(y).__name__}")
+        if y.dim() != 1 or y.shape[0] != x.shape[0]:
+            raise ValueError(f"y must have shape ({x.shape[0]},) to match x, got {tuple(y.shape)}")
+        y = y.to(device=x.device)
+    elif needs_labels:
+        raise ValueError(
+            f"model {type(model).__name__} needs labels: pass y of shape ({x.shape[0]},) with x")
+    validate = getattr(model, "validate_data", None)
+    if validate is not None:
+        validate(x, y, name="x")
+    elif not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or Inf values")
+    return x, y
+
+
 def _per_example(model, x, y, num_samples, batch_size, sample_chunk, reduce, progress=False):
     """Apply ``reduce`` to ``log w`` chunked over examples and over samples; ``(n,)``.
 
@@ -143,12 +191,14 @@ def log_likelihood(model, x, y=None, *, num_samples: int = 1000, batch_size: int
 
 
 def evaluate(model, x, y=None, *, num_samples: int = 1000, elbo_samples: int = 1,
-             batch_size: int = 100, sample_chunk: int = 100, progress: bool = False) -> dict:
+             batch_size: int = 100, sample_chunk: int = 100, progress: bool = False,
+             pixel_max: int | None = None) -> dict:
     """The ``test`` object of ``metrics.json`` for data ``x`` (and labels ``y``).
 
     Keys: ``elbo``, ``elbo_stderr``, ``log_likelihood``, ``log_likelihood_stderr``,
     ``log_likelihood_samples``, ``exact``, ``bound``, ``conditional``, ``discrete``,
-    ``num_examples`` and, for densities, ``bits_per_dim``. Values are nats per example (log
+    ``num_examples`` and, for densities over grey levels whose integer scale ``pixel_max`` is
+    given (255 for 8-bit images), ``bits_per_dim``. Values are nats per example (log
     scale, higher is better); ``log_likelihood`` is ``None`` when the model has no estimate
     (a point-mass guide).
     """
@@ -174,8 +224,8 @@ def evaluate(model, x, y=None, *, num_samples: int = 1000, elbo_samples: int = 1
                                 sample_chunk=sample_chunk, progress=progress)
             result.update(log_likelihood=ll.mean, log_likelihood_stderr=ll.stderr,
                           log_likelihood_samples=ll.num_samples)
-            if not result["discrete"]:
-                result["bits_per_dim"] = bits_per_dim(ll.mean, x.shape[-1])
+            if not result["discrete"] and pixel_max is not None:
+                result["bits_per_dim"] = bits_per_dim(ll.mean, x.shape[-1], pixel_max)
         return result
     finally:
         model.train(was_training)
@@ -188,14 +238,15 @@ def is_discrete(model) -> bool:
     return bool(getattr(getattr(model, "likelihood", None), "discrete", True))
 
 
-def bits_per_dim(log_likelihood_nats: float, data_dim: int, levels: int = 256) -> float:
-    """Bits per dimension of a density over pixels scaled to [0, 1] from ``levels`` grey levels.
+def bits_per_dim(log_likelihood_nats: float, data_dim: int, pixel_max: int = 255) -> float:
+    """Bits per dimension of a density over pixels scaled to [0, 1] from integers 0..pixel_max.
 
-    ``(-log p(x) + D log(levels)) / (D log 2)``: the density on the [0, 1] scale is converted to
-    the scale of the original integer pixels (the usual convention). It is a proper discrete
-    code length only for a density trained and evaluated on dequantized pixels.
+    ``(-log p(x) + D log(pixel_max)) / (D log 2)``: the density of the [0, 1]-scaled pixels is
+    converted to a density per unit of the original integer pixels. It is a proper discrete
+    code length only for a density trained and evaluated on dequantized pixels; otherwise read
+    it as a density in those units.
     """
-    return (-log_likelihood_nats + data_dim * math.log(levels)) / (data_dim * math.log(2))
+    return (-log_likelihood_nats + data_dim * math.log(pixel_max)) / (data_dim * math.log(2))
 
 
 @torch.no_grad()
