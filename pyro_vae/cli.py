@@ -5,6 +5,9 @@ library. Errors in what the user asked for (``ValueError``/``TypeError`` from th
 argparse's own, or a file that cannot be read or written) print one line
 ``pyro-vae: error: ...`` and exit with status 2; a training that diverges exits 1; Ctrl-C
 exits 130 (a run keeps its last checkpoint).
+
+``train`` also runs data-parallel under ``torchrun`` (``torchrun --nproc-per-node N -m
+pyro_vae train ...``); see :mod:`pyro_vae.inference.distributed`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import sys
 
 from .data import BINARIZE_CHOICES, DataConfig
+from .inference import distributed
 from .inference.train import DTYPES, NonFiniteLossError, TrainConfig
 
 PROG = "pyro-vae"
@@ -289,9 +293,13 @@ def main(argv=None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.command != "train" and distributed.launched_by_torchrun():
+            raise UsageError(f"only 'train' runs under torchrun (data-parallel training); run "
+                             f"'{args.command}' as a single process")
         if args.command == "train":
             metrics = _run_train(args)
-            print(json.dumps(metrics["test"], indent=2))
+            if distributed.is_main_process():  # under torchrun rank 0 alone reports
+                print(json.dumps(metrics["test"], indent=2))
         elif args.command == "compare":
             rows = _run_compare(args)
             print(f"{len(rows)} models compared; see {args.out}/report.md and {args.out}/summary.json")
@@ -316,6 +324,8 @@ def main(argv=None) -> int:
         print(f"{PROG}: interrupted; a run keeps its last checkpoint (continue it with "
               f"'{PROG} train --resume DIR')", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()  # leave the torchrun process group, if train joined one
     return 0
 
 

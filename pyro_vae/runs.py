@@ -10,6 +10,10 @@ A run directory holds
   :func:`pyro_vae.inference.evaluate.evaluate`;
 - ``figures/``: PNGs of the training curve, reconstructions and samples.
 
+Launched by ``torchrun`` (data-parallel training, :mod:`pyro_vae.inference.distributed`),
+every process trains, rank 0 alone writes the directory and runs the final evaluation, and
+the other processes return their metrics with ``test`` set to None.
+
 Example
 -------
 >>> from pyro_vae.runs import RunConfig, train_run
@@ -36,6 +40,7 @@ from . import __version__
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .data import DataConfig, Dataset, load_dataset
 from .errors import check_choice, check_positive_int
+from .inference import distributed
 from .inference.evaluate import evaluate, latent_diagnostics
 from .inference.train import (DTYPES, Callback, TrainConfig, fit, resolve_device,
                               validate_training_data)
@@ -187,12 +192,18 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
 def train_run(config: RunConfig, out_dir, *, overwrite: bool = False, callbacks=()) -> dict:
     """Train ``config`` into ``out_dir`` and return its metrics (also written to metrics.json)."""
     out_dir = Path(out_dir)
-    data = load_dataset(config.data)
+    # Under torchrun: join the process group; rank 0 alone downloads first and writes out_dir.
+    distributed.setup(resolve_device(config.train.device))
+    data = distributed.main_first(lambda: load_dataset(config.data))
     model = build_model(config, data)
     validate_training_data(model, data)  # before anything in out_dir is replaced
-    _prepare_out_dir(out_dir, overwrite)
-    atomic_write_text(out_dir / CONFIG_FILE, json.dumps(
-        {**config.to_dict(), "versions": _versions()}, indent=2))
+
+    def prepare():
+        _prepare_out_dir(out_dir, overwrite)
+        atomic_write_text(out_dir / CONFIG_FILE, json.dumps(
+            {**config.to_dict(), "versions": _versions()}, indent=2))
+
+    distributed.on_main(prepare)
     return _train_and_finish(config, out_dir, data, model, None, callbacks)
 
 
@@ -228,11 +239,13 @@ def resume_run(out_dir, epochs: int | None = None, *, device: str | None = None,
             f"epochs must exceed the {done} epochs the run in {str(out_dir)!r} has finished, "
             f"got {config.train.epochs}"
         )
-    data = load_dataset(config.data)
+    distributed.setup(resolve_device(config.train.device))  # under torchrun: every rank resumes
+    data = distributed.main_first(lambda: load_dataset(config.data))
     model = build_model(config, data)
     _restore_model(model, checkpoint, out_dir)
-    atomic_write_text(out_dir / CONFIG_FILE, json.dumps(
-        {**config.to_dict(), "versions": _versions()}, indent=2))
+    # Rank 0 rewrites config.json once every rank has read it (on_main waits for all first).
+    distributed.on_main(lambda: atomic_write_text(out_dir / CONFIG_FILE, json.dumps(
+        {**config.to_dict(), "versions": _versions()}, indent=2)))
     return _train_and_finish(config, out_dir, data, model, checkpoint["train_state"], callbacks)
 
 
@@ -240,6 +253,10 @@ def _train_and_finish(config, out_dir, data, model, resume_state, callbacks) -> 
     result = fit(model, data, config.train,
                  callbacks=[CheckpointCallback(out_dir, config), *callbacks],
                  resume_state=resume_state)
+    if not distributed.is_main_process():  # rank 0 alone evaluates, draws and writes
+        return {"model": config.model, "dataset": config.data.name, "epochs": result.epochs,
+                "steps": result.steps, "seconds": result.seconds, "history": result.history,
+                "test": None}
     data = data.to(device=model.device, dtype=model.dtype)
     test = _evaluate(model, data, config, config.eval_samples)
     metrics = {

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from ..errors import (check_choice, check_non_negative_int, check_positive_float,
                       check_positive_int)
+from . import distributed
 from .evaluate import elbo as elbo_estimate
 from .objectives import OBJECTIVES, build_objective, check_kl_weighting
 
@@ -222,7 +223,8 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
         every ``config.eval_every`` epochs.
     config : TrainConfig
     callbacks : sequence of Callback
-        Called after each finished epoch (checkpointing, logging) and at the end.
+        Called after each finished epoch (checkpointing, logging) and at the end; in a
+        distributed run on rank 0 only.
     resume_state : dict or None
         A :meth:`TrainState.state_dict` to continue from (optimizer, RNG, epoch, history).
 
@@ -231,9 +233,18 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     FitResult
         ``history[i]`` is ``{"epoch", "train_elbo"[, "test_elbo"]}``: the epoch's average
         training objective and, where evaluated, the test ELBO (nats per example).
+
+    Notes
+    -----
+    Launched by ``torchrun`` with several processes, each trains on its shard of every epoch
+    (``batch_size`` examples per process and step) and DistributedDataParallel averages the
+    gradients; the history is global and the same on every rank. See
+    :mod:`pyro_vae.inference.distributed`.
     """
     config = config or TrainConfig()
-    device = resolve_device(config.device)
+    # Under torchrun (several processes) this joins the process group and picks cuda:LOCAL_RANK.
+    device = distributed.setup(resolve_device(config.device))
+    world, main = distributed.world_size(), distributed.is_main_process()
     model.to(device=device, dtype=DTYPES[config.dtype])
     data = data.to(device=device, dtype=DTYPES[config.dtype])
     x_test, y_test = data.split("test")
@@ -243,6 +254,8 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     objective = build_objective(config.objective, particles=config.particles, beta=config.beta,
                                 kl_warmup=config.kl_warmup)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    # The objective as a module; with several processes DDP wraps it and averages gradients.
+    loss_fn = distributed.wrap(distributed.LossModule(model, objective), device)
     state = TrainState(optimizer=optimizer)
     if resume_state is not None:
         state.load_state_dict(resume_state)
@@ -257,14 +270,19 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
         model.train()
         step_losses = []  # per-step loss tensors, kept on the device until the epoch ends
         n_seen = 0
-        batches = data.train_batches(config.batch_size)
-        bar = tqdm(batches, total=-(-data.x_train.shape[0] // config.batch_size),
-                   desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress, leave=False)
+        if world > 1:  # this process's shard; its RNG stream reseeded from (seed, epoch, rank)
+            distributed.seed_epoch(config.seed, epoch)
+            batches, num_batches = distributed.shard_batches(data, config.batch_size, config.seed, epoch)
+        else:
+            batches = data.train_batches(config.batch_size)
+            num_batches = -(-data.x_train.shape[0] // config.batch_size)
+        bar = tqdm(batches, total=num_batches, desc=f"epoch {epoch}/{config.epochs}",
+                   disable=not (config.progress and main), leave=False)
         anomaly = torch.autograd.set_detect_anomaly(True) if config.detect_anomaly else nullcontext()
         with pyro.validation_enabled(False), anomaly:
             for x, y in bar:
                 y = y if model.needs_labels else None
-                loss = objective.loss(model, x, y)  # sum over the batch of -objective
+                loss = loss_fn(x, y)  # sum over the batch of -objective
                 optimizer.zero_grad(set_to_none=True)
                 try:
                     (loss / x.shape[0]).backward()
@@ -284,6 +302,10 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
                 if config.progress and len(step_losses) % 10 == 0:
                     bar.set_postfix(loss=f"{loss.item() / x.shape[0]:.2f}")
         losses = torch.stack(step_losses)
+        if world > 1:  # every rank took as many steps: sum step i's loss (and counts) over ranks
+            losses = distributed.all_reduce_sum(losses.double())
+            n_seen = int(distributed.all_reduce_sum(
+                torch.tensor(n_seen, dtype=torch.float64, device=device)).item())
         finite = torch.isfinite(losses)
         if not bool(finite.all()):
             bad_step = int((~finite).nonzero()[0, 0]) + 1
@@ -307,14 +329,20 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
         record = {"epoch": epoch, "train_elbo": -losses.sum().item() / n_seen}
         if config.eval_every and (epoch % config.eval_every == 0 or epoch == config.epochs):
             model.eval()
-            record["test_elbo"] = elbo_estimate(model, x_test, y_test if model.needs_labels else None).mean
+            y_eval = y_test if model.needs_labels else None
+            if world > 1:  # each rank scores its shard of the test set; the mean is global
+                record["test_elbo"] = distributed.sharded_mean(
+                    lambda xs, ys: elbo_estimate(model, xs, ys).per_example, x_test, y_eval)
+            else:
+                record["test_elbo"] = elbo_estimate(model, x_test, y_eval).mean
         state.epoch = epoch
         state.step += len(step_losses)
         state.history.append(record)
         state.seconds += time.perf_counter() - started
-        for callback in callbacks:
+        for callback in callbacks if main else ():  # rank 0 alone checkpoints and logs
             callback.on_epoch_end(model, state)
-    for callback in callbacks:
+    for callback in callbacks if main else ():
         callback.on_train_end(model, state)
+    distributed.dump_rank_state(model)  # test hook; no-op unless distributed and asked for
     return FitResult(history=state.history, epochs=state.epoch, steps=state.step,
                      seconds=state.seconds, state=state)
