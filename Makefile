@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # wheels already on this machine's disk instead of downloading a CUDA build.
 TORCH := "torch==2.14.1" "torchvision==0.29.1"
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench gallery install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,23 @@ bench: install
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
+
+# The README's gallery: figures of small runs on the embedded digits (a few minutes on 2 cores).
+GALLERY := docs/gallery
+G := runs/gallery
+gallery: install
+	mkdir -p $(GALLERY)
+	$(PY) -m pyro_vae train --model vae --latent-dim 2 --hidden-dims 128 --epochs 150 --out $(G)/vae2 --overwrite --no-progress
+	$(PY) -m pyro_vae train --model vae --latent-dim 8 --hidden-dims 128 --epochs 150 --out $(G)/vae8 --overwrite --no-progress
+	$(PY) -m pyro_vae train --model vae --latent-dim 2 --guide delta --hidden-dims 128 --epochs 150 --out $(G)/ae2 --overwrite --no-progress
+	$(PY) -m pyro_vae train --model cvae --latent-dim 2 --hidden-dims 128 --epochs 60 --out $(G)/cvae --overwrite --no-progress
+	$(PY) -m pyro_vae train --model mixture --components 10 --lr 0.03 --epochs 30 --out $(G)/mix --overwrite --no-progress
+	$(PY) -m pyro_vae train --model ppca --latent-dim 8 --out $(G)/ppca --overwrite --no-progress
+	for kind in curves reconstructions samples interpolation kl; do \
+	  $(PY) -m pyro_vae plot $(G)/vae8 --kind $$kind --out $(GALLERY)/$$kind.png; done
+	$(PY) -m pyro_vae plot $(G)/vae8 --kind arithmetic --from-label 0 --to-label 1 --out $(GALLERY)/arithmetic.png
+	$(PY) -m pyro_vae plot $(G)/vae2 --kind manifold --out $(GALLERY)/manifold.png
+	$(PY) -m pyro_vae plot $(G)/ae2 --kind latent --compare $(G)/vae2 --out $(GALLERY)/latent-ae-vs-vae.png
+	$(PY) -m pyro_vae plot $(G)/cvae --kind classes --out $(GALLERY)/classes.png
+	$(PY) -m pyro_vae plot $(G)/mix --kind components --out $(GALLERY)/components.png
+	$(PY) -m pyro_vae plot $(G)/ppca --kind pca --out $(GALLERY)/pca.png

@@ -279,7 +279,9 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
         bar = tqdm(batches, total=num_batches, desc=f"epoch {epoch}/{config.epochs}",
                    disable=not (config.progress and main), leave=False)
         anomaly = torch.autograd.set_detect_anomaly(True) if config.detect_anomaly else nullcontext()
-        with pyro.validation_enabled(False), anomaly:
+        # Validation off (the data were checked above); no param-store registration (the torch
+        # optimizer owns the parameters): both would cost time at every step.
+        with pyro.validation_enabled(False), anomaly, model.optimized_by_torch():
             for x, y in bar:
                 y = y if model.needs_labels else None
                 loss = loss_fn(x, y)  # sum over the batch of -objective

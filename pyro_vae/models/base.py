@@ -18,7 +18,9 @@ Conventions every model follows (the evaluation module relies on them):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 
+import pyro
 import torch
 from torch import nn
 
@@ -42,6 +44,29 @@ class GenerativeModel(nn.Module, ABC):
     needs_labels: bool = False
     #: Name under which ``pyro.module`` registers the parameters.
     pyro_name: str = "model"
+    #: Whether ``model``/``guide`` register the parameters with Pyro's param store, so that
+    #: ``pyro.optim`` finds them (see :meth:`optimized_by_torch`).
+    register_params: bool = True
+
+    def _register(self) -> None:
+        """Called first in ``model`` and ``guide``: ``pyro.module`` unless switched off."""
+        if self.register_params:
+            pyro.module(self.pyro_name, self)
+
+    @contextmanager
+    def optimized_by_torch(self):
+        """Within this block ``model``/``guide`` skip ``pyro.module``.
+
+        For callers that optimize ``self.parameters()`` with their own torch optimizer (as
+        :func:`pyro_vae.inference.fit` does): registering every parameter with the global
+        param store at every step would cost time and leave entries behind across runs.
+        """
+        previous = self.register_params
+        self.register_params = False
+        try:
+            yield self
+        finally:
+            self.register_params = previous
 
     @abstractmethod
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:

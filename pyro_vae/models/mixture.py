@@ -158,7 +158,7 @@ class Mixture(GenerativeModel):
     # ------------------------------------------------------------------ model / guide
 
     def model(self, x, y=None):
-        pyro.module(self.pyro_name, self)
+        self._register()
         mixture = self.distribution()
         with pyro.plate("data", x.shape[0]):
             pyro.sample("x", mixture, obs=x)
@@ -166,7 +166,7 @@ class Mixture(GenerativeModel):
     def guide(self, x, y=None):
         # No latent sites: the assignment is summed out in the model. The plate is opened so
         # that model and guide declare the same plates (Pyro checks they match).
-        pyro.module(self.pyro_name, self)
+        self._register()
         with pyro.plate("data", x.shape[0]):
             pass
 

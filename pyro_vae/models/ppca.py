@@ -115,14 +115,14 @@ class PPCA(GenerativeModel):
     # ------------------------------------------------------------------ model / guide
 
     def model(self, x, y=None):
-        pyro.module(self.pyro_name, self)
+        self._register()
         marginal = self.distribution()
         with pyro.plate("data", x.shape[0]):
             pyro.sample("x", marginal, obs=x)
 
     def guide(self, x, y=None):
         # z is integrated out in the model; the plate keeps model and guide plates matched.
-        pyro.module(self.pyro_name, self)
+        self._register()
         with pyro.plate("data", x.shape[0]):
             pass
 

@@ -126,14 +126,14 @@ class VAE(GenerativeModel):
         return self.decoder(z)
 
     def model(self, x, y=None):
-        pyro.module(self.pyro_name, self)
+        self._register()
         prior = self.prior(y)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", prior)  # (batch, latent_dim), or (K, batch, latent_dim)
             pyro.sample("x", self.likelihood(self._decode(z, y)), obs=x)
 
     def guide(self, x, y=None):
-        pyro.module(self.pyro_name, self)
+        self._register()
         with pyro.plate("data", x.shape[0]):
             loc, scale = self._encode_params(x, y)
             if self.config.guide == "delta":
