@@ -537,8 +537,6 @@ def test_evaluation_and_batching_refuse_bad_numbers(small_vae):
         small_vae.sample(0)
 
 
-@pytest.mark.xfail(raises=RuntimeError, strict=False,
-                   reason="evaluate() does not validate its input yet (a torch shape error escapes)")
 @pytest.mark.parametrize("x", [torch.zeros(4, 32), torch.zeros(4, 8, 8)], ids=["32-features", "3-d"])
 def test_evaluate_refuses_wrong_shapes(small_vae, x):
     with pytest.raises(ValueError, match="features|shape"):

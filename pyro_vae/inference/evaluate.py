@@ -69,18 +69,21 @@ def log_importance_weights(model, x: torch.Tensor, y: torch.Tensor | None = None
     objective (the IWAE bound) as well as for evaluation under ``torch.no_grad()``.
     """
     check_positive_int("num_samples", num_samples)
-    guide_trace = poutine.trace(_with_sample_plate(model.guide, num_samples)).get_trace(x, y)
-    model_trace = poutine.trace(
-        poutine.replay(_with_sample_plate(model.model, num_samples), trace=guide_trace)
-    ).get_trace(x, y)
+    guide, generative = model.guide, model.model
+    if num_samples > 1:  # K = 1 draws the same numbers without the plate's bookkeeping
+        guide = _with_sample_plate(guide, num_samples)
+        generative = _with_sample_plate(generative, num_samples)
+    guide_trace = poutine.trace(guide).get_trace(x, y)
+    model_trace = poutine.trace(poutine.replay(generative, trace=guide_trace)).get_trace(x, y)
     shape = (num_samples, x.shape[0])
-    log_w = x.new_zeros(shape)
+    log_w = None
     for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
         trace.compute_log_prob()
         for site in trace.nodes.values():
             if site["type"] == "sample":
-                log_w = log_w + sign * site["log_prob"].expand(shape)
-    return log_w
+                term = site["log_prob"] if sign > 0 else -site["log_prob"]
+                log_w = term if log_w is None else log_w + term
+    return log_w.expand(shape)
 
 
 def _model_float(model) -> tuple[torch.device, torch.dtype] | None:
@@ -135,37 +138,63 @@ def _per_example(model, x, y, num_samples, batch_size, sample_chunk, reduce, pro
     """Apply ``reduce`` to ``log w`` chunked over examples and over samples; ``(n,)``.
 
     ``reduce`` is ``"mean"`` or ``"logmeanexp"`` over the K samples. Memory is bounded by
-    ``batch_size * sample_chunk`` weights (and the network activations for them).
+    ``batch_size * sample_chunk`` weights (and the network activations for them). Inputs are
+    checked by the public callers, once; Pyro's per-distribution argument validation is off
+    here (it re-checks every chunk's tensors for nothing: measured in
+    ``benchmarks/loglik_throughput.py``).
     """
-    check_positive_int("num_samples", num_samples)
-    check_positive_int("batch_size", batch_size)
-    check_positive_int("sample_chunk", sample_chunk)
     out = []
     starts = range(0, x.shape[0], batch_size)
-    for start in tqdm(starts, desc=f"log p(x), K={num_samples}", disable=not progress, leave=False):
-        xb = x[start:start + batch_size]
-        yb = None if y is None else y[start:start + batch_size]
-        pieces = []
-        done = 0
-        while done < num_samples:
-            k = min(sample_chunk, num_samples - done)
-            log_w = log_importance_weights(model, xb, yb, k)  # (k, b)
-            pieces.append(log_w.sum(0) if reduce == "mean" else torch.logsumexp(log_w, 0))
-            done += k
-        stacked = torch.stack(pieces)  # (chunks, b)
-        if reduce == "mean":
-            out.append(stacked.sum(0) / num_samples)
-        else:
-            out.append(torch.logsumexp(stacked, 0) - math.log(num_samples))
+    with pyro.validation_enabled(False):
+        for start in tqdm(starts, desc=f"log p(x), K={num_samples}", disable=not progress, leave=False):
+            xb = x[start:start + batch_size]
+            yb = None if y is None else y[start:start + batch_size]
+            pieces = []
+            done = 0
+            while done < num_samples:
+                k = min(sample_chunk, num_samples - done)
+                log_w = log_importance_weights(model, xb, yb, k)  # (k, b)
+                pieces.append(log_w.sum(0) if reduce == "mean" else torch.logsumexp(log_w, 0))
+                done += k
+            stacked = torch.stack(pieces)  # (chunks, b)
+            if reduce == "mean":
+                out.append(stacked.sum(0) / num_samples)
+            else:
+                out.append(torch.logsumexp(stacked, 0) - math.log(num_samples))
     return torch.cat(out)
 
 
 @torch.no_grad()
 def elbo(model, x, y=None, *, num_samples: int = 1, batch_size: int = 1000,
          sample_chunk: int = 100) -> Estimate:
-    """The ELBO of each example, averaged over ``num_samples`` draws from the guide."""
+    """The ELBO of each example, averaged over ``num_samples`` draws from the guide.
+
+    ``x`` is ``(n, D)`` (cast to the model's device and dtype); ``y`` holds the labels
+    ``(n,)`` of a model with ``needs_labels``. Raises ``ValueError`` for data that does not fit
+    the model (feature count, shape, NaN/Inf, pixel support, missing labels).
+
+    Example
+    -------
+    >>> import torch
+    >>> from pyro_vae.models import VAE, VAEConfig
+    >>> vae = VAE(64, VAEConfig(latent_dim=2, hidden_dims=(16,)))
+    >>> elbo(vae, torch.bernoulli(torch.full((8, 64), 0.5)), num_samples=3).per_example.shape
+    torch.Size([8])
+    """
+    _check_counts(num_samples, batch_size, sample_chunk)
+    x, y = _prepare_inputs(model, x, y)
+    return _elbo(model, x, y, num_samples, batch_size, sample_chunk)
+
+
+def _elbo(model, x, y, num_samples, batch_size, sample_chunk) -> Estimate:
     per = _per_example(model, x, y, num_samples, batch_size, sample_chunk, "mean")
     return Estimate(per, num_samples)
+
+
+def _check_counts(num_samples, batch_size, sample_chunk) -> None:
+    check_positive_int("num_samples", num_samples)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("sample_chunk", sample_chunk)
 
 
 @torch.no_grad()
@@ -177,8 +206,15 @@ def log_likelihood(model, x, y=None, *, num_samples: int = 1000, batch_size: int
     a consistent estimate whose expectation is a lower bound that tightens as K grows.
     Memory is bounded by ``batch_size * sample_chunk`` importance weights at a time, so
     K = 5000 over a whole test set runs in constant memory. For a model without latent
-    variables one sample is exact and ``num_samples`` is ignored.
+    variables one sample is exact and ``num_samples`` is ignored. Inputs are checked as in
+    :func:`elbo`.
     """
+    _check_counts(num_samples, batch_size, sample_chunk)
+    x, y = _prepare_inputs(model, x, y)
+    return _log_likelihood(model, x, y, num_samples, batch_size, sample_chunk, progress)
+
+
+def _log_likelihood(model, x, y, num_samples, batch_size, sample_chunk, progress) -> Estimate:
     if not model.is_bound:
         raise ValueError(
             f"{type(model).__name__} with a point-mass guide has no likelihood estimate: "
@@ -202,11 +238,14 @@ def evaluate(model, x, y=None, *, num_samples: int = 1000, elbo_samples: int = 1
     scale, higher is better); ``log_likelihood`` is ``None`` when the model has no estimate
     (a point-mass guide).
     """
+    _check_counts(num_samples, batch_size, sample_chunk)
+    check_positive_int("elbo_samples", elbo_samples)
+    x, y = _prepare_inputs(model, x, y)  # once, for both estimates
     was_training = model.training
     model.eval()
     try:
-        elbo_est = elbo(model, x, y, num_samples=elbo_samples, batch_size=batch_size * 10,
-                        sample_chunk=sample_chunk)
+        with torch.no_grad():
+            elbo_est = _elbo(model, x, y, elbo_samples, batch_size * 10, sample_chunk)
         result = {
             "elbo": elbo_est.mean,
             "elbo_stderr": elbo_est.stderr,
@@ -220,8 +259,8 @@ def evaluate(model, x, y=None, *, num_samples: int = 1000, elbo_samples: int = 1
             "num_examples": int(x.shape[0]),
         }
         if model.is_bound:
-            ll = log_likelihood(model, x, y, num_samples=num_samples, batch_size=batch_size,
-                                sample_chunk=sample_chunk, progress=progress)
+            with torch.no_grad():
+                ll = _log_likelihood(model, x, y, num_samples, batch_size, sample_chunk, progress)
             result.update(log_likelihood=ll.mean, log_likelihood_stderr=ll.stderr,
                           log_likelihood_samples=ll.num_samples)
             if not result["discrete"] and pixel_max is not None:
