@@ -196,7 +196,7 @@ def validate_training_data(model, data) -> None:
     x_test, y_test = data.split("test")
     if model.needs_labels and (data.y_train is None or y_test is None):
         raise ValueError(f"model {type(model).__name__} needs labels but dataset {data.name!r} has none")
-    x_train = data.x_train
+    x_train, y_train = data.x_train, data.y_train
     if data.binarize == "dynamic":
         # Grey levels are Bernoulli probabilities (False for NaN too); the likelihood then
         # sees 0/1 draws, so a draw is what it checks.
@@ -206,7 +206,8 @@ def validate_training_data(model, data) -> None:
                 f"got values in [{x_train.min().item():.4g}, {x_train.max().item():.4g}]"
             )
         x_train = torch.bernoulli(x_train[:1024])
-    model.validate_data(x_train, data.y_train, name=f"{data.name} training data")
+        y_train = None if y_train is None else y_train[:1024]  # rows matching the checked draw
+    model.validate_data(x_train, y_train, name=f"{data.name} training data")
     model.validate_data(x_test, y_test, name=f"{data.name} test data")
 
 
