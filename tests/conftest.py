@@ -1,6 +1,12 @@
+import shutil
+
 import pyro
 import pytest
 import torch
+
+#: Command-line options of the smallest useful training run (one epoch of a tiny VAE on digits).
+TINY_TRAIN_ARGS = ["--epochs", "1", "--no-progress", "--hidden-dims", "16", "--latent-dim", "2",
+                   "--eval-samples", "2", "--device", "cpu"]
 
 
 @pytest.fixture(autouse=True)
@@ -17,6 +23,23 @@ def digits():
     from pyro_vae.data import DataConfig, load_dataset
 
     return load_dataset(DataConfig("digits"))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """One finished tiny run, shared; tests that change or damage a run use ``run_copy``."""
+    from pyro_vae.cli import main
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    assert main(["train", "--out", str(out), *TINY_TRAIN_ARGS]) == 0
+    return out
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+    """A private copy of :func:`trained_run`."""
+    shutil.copytree(trained_run, tmp_path / "run")
+    return tmp_path / "run"
 
 
 def binary_batch(n=8, d=64, p=0.3, dtype=torch.float32):

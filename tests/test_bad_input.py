@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -29,8 +28,7 @@ from pyro_vae.models import VAE, VAEConfig
 from pyro_vae.runs import RunConfig, evaluate_run, load_run, read_config, resume_run
 
 MODELS = pyro_vae.models.MODELS
-TINY = ["--epochs", "1", "--no-progress", "--hidden-dims", "16", "--latent-dim", "2",
-        "--eval-samples", "2", "--device", "cpu"]
+from tests.conftest import TINY_TRAIN_ARGS as TINY
 
 
 def _train_options() -> set[str]:
@@ -54,21 +52,6 @@ def cli_error(capsys, argv, *fragments) -> str:
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """One finished tiny run; tests copy it before damaging anything."""
-    out = tmp_path_factory.mktemp("bad-input") / "run"
-    assert main(["train", "--out", str(out), *TINY]) == 0
-    return out
-
-
-@pytest.fixture
-def run_copy(trained_run, tmp_path):
-    target = tmp_path / "run"
-    shutil.copytree(trained_run, target)
-    return target
 
 
 def write_npz(path, **arrays):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 from pathlib import Path
 
 import pytest
@@ -27,8 +26,7 @@ from pyro_vae.checkpoint import (FORMAT_VERSION, SLOW_WRITE_ENV, atomic_write_te
 from pyro_vae.cli import main
 from pyro_vae.runs import read_config
 
-TINY = ["--epochs", "1", "--no-progress", "--hidden-dims", "16", "--latent-dim", "2",
-        "--eval-samples", "2", "--device", "cpu"]
+from tests.conftest import TINY_TRAIN_ARGS as TINY
 
 
 def _write_marker(path):
@@ -51,19 +49,6 @@ class _CallsShell:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ckpt") / "run"
-    assert main(["train", "--out", str(out), *TINY]) == 0
-    return out
-
-
-@pytest.fixture
-def run_copy(trained_run, tmp_path):
-    shutil.copytree(trained_run, tmp_path / "run")
-    return tmp_path / "run"
 
 
 @pytest.mark.parametrize("payload", [_CallsFunction, _CallsShell], ids=["function", "os.system"])
