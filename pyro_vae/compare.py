@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from .data import DataConfig
 from .errors import check_choice, check_positive_int
 from .inference.train import TrainConfig
 from .models import MODELS
-from .runs import METRICS_FILE, RunConfig, load_run, train_run
+from .runs import METRICS_FILE, RunConfig, load_run, read_config, train_run
 
 #: Comparison entries beyond the registered model names: name -> (model, model options).
 ALIASES = {"ae": ("vae", {"guide": "delta"})}
@@ -112,15 +113,18 @@ def reuse_runs(run_dirs) -> dict:
 
 
 def _summary_row(name: str, run_dir: Path) -> dict:
-    run = load_run(run_dir, device="cpu")
-    metrics = run.metrics()
-    if "test" not in metrics:
+    config = read_config(run_dir)
+    metrics = json.loads((run_dir / METRICS_FILE).read_text()) if (run_dir / METRICS_FILE).is_file() else {}
+    if not metrics.get("test"):
         raise ValueError(f"run {str(run_dir)!r} has no test metrics; run `pyro-vae evaluate` on it")
+    parameters = metrics.get("parameters")
+    if parameters is None:  # a run written before metrics.json recorded it: count them
+        parameters = sum(p.numel() for p in load_run(run_dir, device="cpu").model.parameters())
     return {
         "name": name,
-        "model": run.config.model,
+        "model": config.model,
         "run_dir": str(run_dir),
-        "parameters": sum(p.numel() for p in run.model.parameters()),
+        "parameters": parameters,
         "seconds": metrics.get("seconds"),
         "epochs": metrics.get("epochs"),
         "dataset": metrics.get("dataset"),
@@ -196,6 +200,4 @@ def render_markdown(rows: list[dict], out_dir: Path) -> str:
 
 
 def _relative(path: Path, start: Path) -> str:
-    import os  # noqa: PLC0415
-
     return os.path.relpath(path.resolve(), start.resolve())

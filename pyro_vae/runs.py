@@ -265,6 +265,7 @@ def _train_and_finish(config, out_dir, data, model, resume_state, callbacks) -> 
         "epochs": result.epochs,
         "steps": result.steps,
         "seconds": result.seconds,
+        "parameters": sum(p.numel() for p in model.parameters()),
         "history": result.history,
         "test": test,
     }
