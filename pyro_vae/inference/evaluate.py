@@ -27,11 +27,11 @@ import math
 from dataclasses import dataclass
 
 import pyro
-import pyro.poutine as poutine
 import torch
 from tqdm.auto import tqdm
 
 from ..errors import check_positive_int
+from .tracing import record_sites, scaled_log_prob
 
 
 @dataclass
@@ -51,11 +51,11 @@ class Estimate:
         return self.per_example.std().item() / math.sqrt(n) if n > 1 else float("nan")
 
 
-def _with_sample_plate(fn, num_samples: int):
+def _with_sample_plate(fn, num_samples: int, device: torch.device):
     """Run ``fn`` inside a plate of ``num_samples`` importance samples left of the data plate."""
 
     def wrapped(*args, **kwargs):
-        with pyro.plate("importance_samples", num_samples, dim=-2):
+        with pyro.plate("importance_samples", num_samples, dim=-2, device=device):
             return fn(*args, **kwargs)
 
     return wrapped
@@ -71,19 +71,26 @@ def log_importance_weights(model, x: torch.Tensor, y: torch.Tensor | None = None
     check_positive_int("num_samples", num_samples)
     guide, generative = model.guide, model.model
     if num_samples > 1:  # K = 1 draws the same numbers without the plate's bookkeeping
-        guide = _with_sample_plate(guide, num_samples)
-        generative = _with_sample_plate(generative, num_samples)
-    guide_trace = poutine.trace(guide).get_trace(x, y)
-    model_trace = poutine.trace(poutine.replay(generative, trace=guide_trace)).get_trace(x, y)
+        guide = _with_sample_plate(guide, num_samples, x.device)
+        generative = _with_sample_plate(generative, num_samples, x.device)
+    guide_sites = record_sites(guide, x, y)
+    model_sites = record_sites(generative, x, y, replay=guide_sites)
+    log_p = _sum_log_probs(model_sites)  # (K, batch), (batch,) or broadcastable to them
+    log_q = _sum_log_probs(guide_sites)  # None for an empty guide (latents summed out)
+    if log_p is None:
+        raise ValueError(f"{type(model).__name__}.model has no sample site; it must observe x")
+    log_w = log_p if log_q is None else log_p - log_q
     shape = (num_samples, x.shape[0])
-    log_w = None
-    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-        trace.compute_log_prob()
-        for site in trace.nodes.values():
-            if site["type"] == "sample":
-                term = site["log_prob"] if sign > 0 else -site["log_prob"]
-                log_w = term if log_w is None else log_w + term
-    return log_w.expand(shape)
+    return log_w if log_w.shape == shape else log_w.expand(shape)
+
+
+def _sum_log_probs(sites: dict):
+    """Sum of the sites' scaled log-densities (broadcast), or None where there is no site."""
+    total = None
+    for site in sites.values():
+        term = scaled_log_prob(site)
+        total = term if total is None else total + term
+    return total
 
 
 def _model_float(model) -> tuple[torch.device, torch.dtype] | None:

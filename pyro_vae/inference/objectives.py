@@ -47,6 +47,7 @@ from types import SimpleNamespace
 import pyro.infer
 import torch
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 
 from ..errors import check_choice, check_non_negative_int, check_positive_int
 from .evaluate import log_importance_weights
@@ -211,6 +212,8 @@ class TraceELBOObjective(PyroELBOObjective):
         if not self._reparameterized[key]:
             return super().loss(model, x, y)
         log_w = log_importance_weights(self.weighted(model), x, y, self.particles)  # (K, batch)
+        if self.particles == 1:
+            return -log_w.sum()
         return -log_w.mean(0).sum()
 
 
@@ -219,8 +222,9 @@ def _guide_is_reparameterized(model, x, y) -> bool:
     devices = [x.device] if x.is_cuda else []
     with torch.no_grad(), pyro.poutine.block(), torch.random.fork_rng(devices=devices):
         trace = pyro.poutine.trace(model.guide).get_trace(x, y)
+    # A plate's subsample site is a "sample" site too (its fn draws indices, no rsample): skip it.
     return all(site["fn"].has_rsample for site in trace.nodes.values()
-               if site["type"] == "sample" and not site["is_observed"])
+               if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site))
 
 
 def _elbo(particles: int, **weighting) -> Objective:

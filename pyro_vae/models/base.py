@@ -9,7 +9,8 @@ loop optimizes ``m.parameters()`` directly with a torch optimizer.
 Conventions every model follows (the evaluation module relies on them):
 
 - the observation site is named ``"x"``, its pixels form one event (``.to_event(1)``);
-- every per-example site lives inside ``pyro.plate("data", x.shape[0])`` at ``dim=-1``,
+- every per-example site lives inside ``pyro.plate("data", x.shape[0])`` at ``dim=-1``
+  (:func:`data_plate`),
   and nothing else in the model depends on the batch size, so the evaluation can add a
   plate of importance samples to the left and score K samples per example at once;
 - tensors take their device and dtype from inputs, parameters or buffers.
@@ -23,6 +24,15 @@ from contextlib import contextmanager
 import pyro
 import torch
 from torch import nn
+
+
+def data_plate(x: torch.Tensor):
+    """``pyro.plate("data", len(x))`` with its indices on ``x``'s device.
+
+    Giving the device spares the plate a probe tensor per call (a plate without one creates
+    ``torch.tensor(())`` only to read the default device).
+    """
+    return pyro.plate("data", x.shape[0], device=x.device)
 
 
 class GenerativeModel(nn.Module, ABC):

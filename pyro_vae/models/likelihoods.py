@@ -39,6 +39,7 @@ from torch.distributions import constraints
 from torch.nn import functional as F
 
 from ..errors import check_choice, check_positive_float, check_positive_int
+from .distributions import BernoulliPixels
 
 
 class Likelihood(nn.Module, ABC):
@@ -106,7 +107,7 @@ class BernoulliLikelihood(Likelihood):
     name = "bernoulli"
 
     def forward(self, decoder_out):
-        return dist.Bernoulli(logits=decoder_out, validate_args=False).to_event(1)
+        return BernoulliPixels(decoder_out, validate_args=False)
 
     def mean(self, decoder_out):
         return torch.sigmoid(decoder_out)

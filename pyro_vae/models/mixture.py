@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import check_choice, check_positive_float, check_positive_int
-from .base import GenerativeModel
+from .base import GenerativeModel, data_plate
 from .likelihoods import LIKELIHOODS, build_likelihood
 
 #: The mixture's own diagonal-Gaussian components (per-component, per-pixel learned scales).
@@ -160,14 +160,14 @@ class Mixture(GenerativeModel):
     def model(self, x, y=None):
         self._register()
         mixture = self.distribution()
-        with pyro.plate("data", x.shape[0]):
+        with data_plate(x):
             pyro.sample("x", mixture, obs=x)
 
     def guide(self, x, y=None):
         # No latent sites: the assignment is summed out in the model. The plate is opened so
         # that model and guide declare the same plates (Pyro checks they match).
         self._register()
-        with pyro.plate("data", x.shape[0]):
+        with data_plate(x):
             pass
 
     # ------------------------------------------------------------------ helpers

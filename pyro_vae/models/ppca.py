@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import check_choice, check_positive_int
-from .base import GenerativeModel
+from .base import GenerativeModel, data_plate
 
 INITS = ("pca", "random")
 
@@ -117,13 +117,13 @@ class PPCA(GenerativeModel):
     def model(self, x, y=None):
         self._register()
         marginal = self.distribution()
-        with pyro.plate("data", x.shape[0]):
+        with data_plate(x):
             pyro.sample("x", marginal, obs=x)
 
     def guide(self, x, y=None):
         # z is integrated out in the model; the plate keeps model and guide plates matched.
         self._register()
-        with pyro.plate("data", x.shape[0]):
+        with data_plate(x):
             pass
 
     # ------------------------------------------------------------------ closed forms

@@ -45,6 +45,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import check_choice, check_positive_int
+from .distributions import StandardNormal
 
 # Scales are softplus(raw) + _MIN_SCALE: positive, with a bounded gradient (as in the encoder).
 _MIN_SCALE = 1e-5
@@ -80,7 +81,7 @@ class StandardNormalPrior(Prior):
         self.register_buffer("loc", torch.zeros(latent_dim))
 
     def forward(self, y=None):
-        return dist.Normal(self.loc, torch.ones_like(self.loc)).to_event(1)
+        return StandardNormal(self.loc)
 
 
 class MixtureOfGaussiansPrior(Prior):

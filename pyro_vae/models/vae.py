@@ -25,7 +25,8 @@ import pyro.distributions as dist
 import torch
 
 from ..errors import check_choice, check_int_tuple, check_positive_float, check_positive_int
-from .base import GenerativeModel
+from .base import GenerativeModel, data_plate
+from .distributions import DiagonalNormal
 from .likelihoods import LIKELIHOODS, build_likelihood
 from .nets import MLP, GaussianEncoder
 from .priors import PRIORS, build_prior
@@ -128,18 +129,18 @@ class VAE(GenerativeModel):
     def model(self, x, y=None):
         self._register()
         prior = self.prior(y)
-        with pyro.plate("data", x.shape[0]):
+        with data_plate(x):
             z = pyro.sample("z", prior)  # (batch, latent_dim), or (K, batch, latent_dim)
             pyro.sample("x", self.likelihood(self._decode(z, y)), obs=x)
 
     def guide(self, x, y=None):
         self._register()
-        with pyro.plate("data", x.shape[0]):
+        with data_plate(x):
             loc, scale = self._encode_params(x, y)
             if self.config.guide == "delta":
                 pyro.sample("z", dist.Delta(loc).to_event(1))
             else:
-                pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+                pyro.sample("z", DiagonalNormal(loc, scale))
 
     @torch.no_grad()
     def sample(self, n, y=None, *, mean=True):
