@@ -69,6 +69,11 @@ def log_importance_weights(model, x: torch.Tensor, y: torch.Tensor | None = None
     objective (the IWAE bound) as well as for evaluation under ``torch.no_grad()``.
     """
     check_positive_int("num_samples", num_samples)
+    return _log_weights_and_sites(model, x, y, num_samples)[0]
+
+
+def _log_weights_and_sites(model, x, y, num_samples):
+    """``(log_w, sites)``: :func:`log_importance_weights` and the sites it was computed from."""
     guide, generative = model.guide, model.model
     if num_samples > 1:  # K = 1 draws the same numbers without the plate's bookkeeping
         guide = _with_sample_plate(guide, num_samples, x.device)
@@ -81,7 +86,7 @@ def log_importance_weights(model, x: torch.Tensor, y: torch.Tensor | None = None
         raise ValueError(f"{type(model).__name__}.model has no sample site; it must observe x")
     log_w = log_p if log_q is None else log_p - log_q
     shape = (num_samples, x.shape[0])
-    return log_w if log_w.shape == shape else log_w.expand(shape)
+    return (log_w if log_w.shape == shape else log_w.expand(shape)), (guide_sites, model_sites)
 
 
 def _sum_log_probs(sites: dict):
@@ -160,7 +165,10 @@ def _per_example(model, x, y, num_samples, batch_size, sample_chunk, reduce, pro
             done = 0
             while done < num_samples:
                 k = min(sample_chunk, num_samples - done)
-                log_w = log_importance_weights(model, xb, yb, k)  # (k, b)
+                # The previous chunk's sites (its decoder output above all) are released only
+                # once this chunk has allocated its own: freed first, glibc would return those
+                # pages to the system and fault them back in on the next chunk.
+                log_w, sites = _log_weights_and_sites(model, xb, yb, k)  # (k, b)
                 pieces.append(log_w.sum(0) if reduce == "mean" else torch.logsumexp(log_w, 0))
                 done += k
             stacked = torch.stack(pieces)  # (chunks, b)

@@ -75,6 +75,15 @@ class DiagonalNormal(_LeanIndependent):
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor, validate_args=None):
         super().__init__(dist.Normal(loc, scale, validate_args=validate_args), 1,
                          validate_args=validate_args)
+        # The scale as given, before any expansion: log(scale) is computed on it, once per
+        # example rather than once per importance sample of a plate-expanded copy.
+        self._given_scale = self.base_dist.scale  # broadcast against loc, not yet expanded
+
+    def expand(self, batch_shape, _instance=None):
+        new = super().expand(batch_shape, _instance)
+        if new is not self:
+            new._given_scale = self._given_scale
+        return new
 
     def rsample(self, sample_shape=torch.Size()):
         base = self.base_dist
@@ -91,9 +100,9 @@ class DiagonalNormal(_LeanIndependent):
             return super().log_prob(value)
         if self._validate_args:
             self._validate_sample(value)
-        noise = draw[1]
-        scale = self.base_dist.scale
-        log_p = -(0.5 * noise.square().sum(-1) + scale.log().sum(-1)) - noise.shape[-1] * _HALF_LOG_2PI
+        noise = draw[1]  # (*sample_shape, *batch_shape, d)
+        sum_log_scale = self._given_scale.log().sum(-1)  # broadcasts against the batch shape
+        log_p = -(0.5 * noise.square().sum(-1) + sum_log_scale) - noise.shape[-1] * _HALF_LOG_2PI
         return self._fit_batch(log_p)
 
 
@@ -146,8 +155,20 @@ class BernoulliPixels(_LeanIndependent):
         if self._validate_args:
             self._validate_sample(value)
         logits = self.base_dist.logits
+        # log p(x) = sum_d x_d * l_d - softplus(l_d).
+        if not (torch.is_grad_enabled() and (logits.requires_grad or value.requires_grad)):
+            # Nothing to differentiate (evaluation): one temporary, updated in place, instead
+            # of the four the cross-entropy kernel allocates. Above the threshold softplus(l)
+            # is l itself to within the dtype's precision (exp(-20) < float32 eps / 20).
+            threshold = 20.0 if logits.dtype in (torch.float16, torch.bfloat16, torch.float32) else 40.0
+            neg_log_p = F.softplus(logits, threshold=threshold)
+            if neg_log_p.shape == torch.broadcast_shapes(logits.shape, value.shape):
+                neg_log_p.addcmul_(logits, value, value=-1)
+            else:  # the value has more batch dimensions than the logits
+                neg_log_p = neg_log_p - logits * value
+            return self._fit_batch(-neg_log_p.sum(-1))
         if logits.shape != value.shape:
             logits, value = torch.broadcast_tensors(logits, value)
-        # -sum_d BCE: log p(x) = sum_d x_d * l_d - softplus(l_d), computed stably by torch.
+        # The cross-entropy kernel: the fastest forward and backward for training.
         log_p = -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
         return self._fit_batch(log_p)
