@@ -91,12 +91,16 @@ class DataConfig:
 
 @dataclass
 class RawData:
-    """What a source loader returns: grey levels in [0, 1], flattened, before splitting.
+    """What a source loader returns: flattened images before splitting.
 
+    ``x`` holds grey levels in [0, 1] (floating point) or the source's integer levels
+    ``0..pixel_max`` (an unsigned integer array, e.g. 8-bit images as read from disk): those
+    are scaled to float32 in [0, 1] by :func:`load_dataset` only for the rows it keeps, so a
+    large source is never held as floats in full beside its split copies.
     ``x_test``/``y_test`` are ``None`` for sources without an official test split.
     """
 
-    x: np.ndarray  # (n, D) float32 in [0, 1]
+    x: np.ndarray  # (n, D) float in [0, 1], or unsigned integers in 0..pixel_max
     y: np.ndarray | None  # (n,) int64
     image_shape: tuple[int, int, int]  # (C, H, W)
     x_test: np.ndarray | None = None
@@ -223,22 +227,21 @@ def load_dataset(config: DataConfig | None = None) -> Dataset:
     _validate_raw(raw, config.name)
     rng = np.random.default_rng(config.split_seed)
 
+    # Rows are chosen by index and copied once each, straight from the source's array.
     if raw.x_test is None:
         order = rng.permutation(raw.x.shape[0])
         n_test = max(1, int(round(config.test_fraction * len(order))))
-        test_idx, train_idx = order[:n_test], order[n_test:]
+        test_idx, rest_idx = order[:n_test], order[n_test:]
         x_test, y_test = raw.x[test_idx], _take(raw.y, test_idx)
-        x_rest, y_rest = raw.x[train_idx], _take(raw.y, train_idx)
     else:
+        rest_idx = rng.permutation(raw.x.shape[0])
         x_test, y_test = raw.x_test, raw.y_test
-        order = rng.permutation(raw.x.shape[0])
-        x_rest, y_rest = raw.x[order], _take(raw.y, order)
-
-    n_val = int(round(config.val_fraction * x_rest.shape[0]))
-    x_val, y_val = x_rest[:n_val], _take(y_rest, slice(0, n_val))
-    x_train, y_train = x_rest[n_val:], _take(y_rest, slice(n_val, None))
+    n_val = int(round(config.val_fraction * len(rest_idx)))
+    val_idx, train_idx = rest_idx[:n_val], rest_idx[n_val:]
     if config.subset is not None:
-        x_train, y_train = x_train[: config.subset], _take(y_train, slice(0, config.subset))
+        train_idx = train_idx[: config.subset]
+    x_val, y_val = raw.x[val_idx], _take(raw.y, val_idx)
+    x_train, y_train = raw.x[train_idx], _take(raw.y, train_idx)
     if x_train.shape[0] == 0 or x_test.shape[0] == 0:
         raise ValueError(
             f"dataset {config.name!r} leaves an empty split (train={x_train.shape[0]}, "
@@ -249,7 +252,7 @@ def load_dataset(config: DataConfig | None = None) -> Dataset:
     gen = torch.Generator().manual_seed(config.split_seed + 1)
 
     def to_tensor(a, binarize_once):
-        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        t = torch.from_numpy(_unit_float32(a, raw.pixel_max))
         return torch.bernoulli(t, generator=gen) if binarize_once else t
 
     binarize_eval = config.binarize != "none"
@@ -266,6 +269,15 @@ def load_dataset(config: DataConfig | None = None) -> Dataset:
         binarize=config.binarize,
         pixel_max=raw.pixel_max,
     )
+
+
+def _unit_float32(a: np.ndarray, pixel_max: int) -> np.ndarray:
+    """``a`` as contiguous float32 in [0, 1]: integer levels divided by ``pixel_max`` in place."""
+    if np.issubdtype(a.dtype, np.integer):
+        out = a.astype(np.float32)
+        out /= pixel_max  # float32 arithmetic, the same values as a.astype(float32) / pixel_max
+        return out
+    return np.ascontiguousarray(a, dtype=np.float32)
 
 
 def _take(y, idx):
@@ -285,6 +297,13 @@ def _validate_raw(raw: RawData, name: str) -> None:
             raise ValueError(f"dataset {name!r}: {label} must have shape (n, D), got {x.shape}")
         if x.shape[0] == 0:
             raise ValueError(f"dataset {name!r}: {label} is empty")
+        if np.issubdtype(x.dtype, np.integer):  # the source's grey levels 0..pixel_max
+            if x.min() < 0 or x.max() > raw.pixel_max:
+                raise ValueError(
+                    f"dataset {name!r}: {label} grey levels must lie in 0..{raw.pixel_max}, got "
+                    f"range [{x.min()}, {x.max()}]"
+                )
+            continue
         if not np.isfinite(x).all():
             raise ValueError(f"dataset {name!r}: {label} contains NaN or Inf values")
         if x.min() < 0 or x.max() > 1:

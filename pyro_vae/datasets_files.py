@@ -227,8 +227,8 @@ def _load_idx_source(source: _IdxSource, config: DataConfig) -> RawData:
             f"{arrays['x_test'].shape[1:]} ({files['x_train'].parent})"
         )
 
-    def flat(x):  # (n, H, W) uint8 -> (n, H*W) float32 in [0, 1]
-        return x.reshape(x.shape[0], -1).astype(np.float32) / 255.0
+    def flat(x):  # (n, H, W) uint8 -> (n, H*W) uint8, scaled to [0, 1] by load_dataset
+        return x.reshape(x.shape[0], -1)
 
     h, w = arrays["x_train"].shape[1:]
     return RawData(

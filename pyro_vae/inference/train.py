@@ -111,6 +111,10 @@ class TrainConfig:
             resolve_device(self.device)
 
 
+#: Devices whose tensors torch's fused Adam kernel supports.
+_FUSED_ADAM_DEVICES = ("cpu", "cuda")
+
+
 def resolve_device(name: str | None) -> torch.device:
     """``None`` -> CUDA when available else CPU; refuse unknown or unavailable devices."""
     if name is None:
@@ -188,6 +192,21 @@ class FitResult:
     state: TrainState
 
 
+def build_optimizer(parameters, lr: float) -> torch.optim.Adam:
+    """One Adam over all ``parameters``, with torch's fused kernel where it has one.
+
+    The fused implementation updates every parameter in one pass per tensor instead of about
+    ten elementwise operations each; it is the same algorithm (results agree to float
+    rounding). Measured on this project's 2-core CPU for the 784-400-50 VAE: 0.27 ms a step
+    instead of 0.85 ms (see ``benchmarks/train_throughput.py``). Parameters on a device
+    without the kernel get the default implementation.
+    """
+    params = list(parameters)
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in _FUSED_ADAM_DEVICES
+                                 for p in params)
+    return torch.optim.Adam(params, lr=lr, fused=fused or None)
+
+
 def validate_training_data(model, data) -> None:
     """Raise ``ValueError`` if ``data`` cannot train ``model`` (labels, shapes, pixel support).
 
@@ -254,7 +273,7 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
 
     objective = build_objective(config.objective, particles=config.particles, beta=config.beta,
                                 kl_warmup=config.kl_warmup)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = build_optimizer(model.parameters(), config.lr)
     # The objective as a module; with several processes DDP wraps it and averages gradients.
     loss_fn = distributed.wrap(distributed.LossModule(model, objective), device)
     state = TrainState(optimizer=optimizer)
