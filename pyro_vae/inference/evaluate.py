@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import check_positive_int
-from .tracing import record_sites, scaled_log_prob
+from .tracing import record_sites, scaled_log_prob, scored_sites
 
 
 @dataclass
@@ -92,7 +92,7 @@ def _log_weights_and_sites(model, x, y, num_samples):
 def _sum_log_probs(sites: dict):
     """Sum of the sites' scaled log-densities (broadcast), or None where there is no site."""
     total = None
-    for site in sites.values():
+    for site in scored_sites(sites):
         term = scaled_log_prob(site)
         total = term if total is None else total + term
     return total

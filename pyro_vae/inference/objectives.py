@@ -42,6 +42,7 @@ Example
 from __future__ import annotations
 
 import math
+import weakref
 from types import SimpleNamespace
 
 import pyro.infer
@@ -203,13 +204,14 @@ class TraceELBOObjective(PyroELBOObjective):
         super().__init__(pyro.infer.Trace_ELBO(num_particles=particles, vectorize_particles=particles > 1,
                                                max_plate_nesting=1), "elbo", **weighting)
         self.particles = particles
-        self._reparameterized: dict[int, bool] = {}  # id(model) -> all guide latents rsample?
+        # model -> whether all its guide's latents have rsample (weak: forgets dropped models)
+        self._reparameterized: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def loss(self, model, x, y=None):
-        key = id(model)
-        if key not in self._reparameterized:
-            self._reparameterized[key] = _guide_is_reparameterized(model, x, y)
-        if not self._reparameterized[key]:
+        reparameterized = self._reparameterized.get(model)
+        if reparameterized is None:
+            reparameterized = self._reparameterized[model] = _guide_is_reparameterized(model, x, y)
+        if not reparameterized:
             return super().loss(model, x, y)
         log_w = log_importance_weights(self.weighted(model), x, y, self.particles)  # (K, batch)
         if self.particles == 1:

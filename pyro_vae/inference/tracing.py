@@ -7,8 +7,9 @@ and once per evaluation chunk. ``poutine.trace`` + ``poutine.replay`` do that wi
 subsample sites and a ``log_prob_sum`` per site); measured on this project's machine that
 bookkeeping was about a third of the Python time of a VAE step. The two messengers here keep
 only what the sum needs: the sample sites' messages, by name, with the same semantics as
-Pyro's handlers for sample sites (values, ``infer`` dicts and ``done`` copied by the replay;
-observed sites never replayed; repeated names refused).
+Pyro's handlers for sample sites (values, ``infer`` dicts and ``done`` copied by the replay,
+plates' subsample indices included; observed sites never replayed; repeated names refused).
+:func:`scored_sites` leaves out the subsample sites, which carry no density.
 
 Example
 -------
@@ -22,6 +23,8 @@ Example
 >>> model_sites = record_sites(model, replay=guide_sites)
 >>> bool(model_sites["z"]["value"] is guide_sites["z"]["value"]), sorted(model_sites)
 (True, ['x', 'z'])
+>>> [site["name"] for site in scored_sites(model_sites)]
+['z', 'x']
 """
 
 from __future__ import annotations
@@ -32,15 +35,13 @@ from pyro.poutine.util import site_is_subsample
 
 
 class _SampleSiteRecorder(Messenger):
-    """Keep the message of every sample site (plates' subsample sites excepted), by name."""
+    """Keep the message of every sample site, plates' subsample sites included, by name."""
 
     def __init__(self):
         super().__init__()
         self.sites: dict = {}
 
     def _pyro_post_sample(self, msg) -> None:
-        if site_is_subsample(msg):
-            return
         name = msg["name"]
         if name in self.sites:
             raise RuntimeError(f"sample site {name!r} appears twice in one run of the program; "
@@ -49,14 +50,18 @@ class _SampleSiteRecorder(Messenger):
 
 
 class _LatentReplay(Messenger):
-    """Give every unobserved sample site found in ``sites`` that site's value (as poutine.replay)."""
+    """Give every unobserved sample site found in ``sites`` that site's value (as poutine.replay).
+
+    That includes a plate's subsample site: a plate that draws a subset of the data in the
+    guide draws the same subset in the model.
+    """
 
     def __init__(self, sites: dict):
         super().__init__()
         self.sites = sites
 
     def _pyro_sample(self, msg) -> None:
-        if msg["is_observed"] or site_is_subsample(msg):
+        if msg["is_observed"]:
             return
         recorded = self.sites.get(msg["name"])
         if recorded is None:
@@ -83,6 +88,11 @@ def record_sites(fn, *args, replay: dict | None = None, **kwargs) -> dict:
             with _LatentReplay(replay):
                 fn(*args, **kwargs)
     return recorder.sites
+
+
+def scored_sites(sites: dict):
+    """The sites that carry a log-density: ``sites``' values less plates' subsample sites."""
+    return [site for site in sites.values() if not site_is_subsample(site)]
 
 
 def scaled_log_prob(site):

@@ -39,6 +39,26 @@ from torch.nn import functional as F
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
+def _bernoulli_log_prob_no_grad(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``sum_d x_d * l_d - softplus(l_d)`` with two temporaries of the full size (evaluation).
+
+    Written as ``-((|l|/2 + l * (1/2 - x)) + log1p(exp(-|l|)))``: for binary ``x`` the first
+    part, ``max(l, 0) - x * l``, is computed exactly (halving and the sign are exact), so it
+    cancels exactly where it should (x = 1 with a large positive logit) before the small
+    ``log1p`` term is added: nothing is lost to ``softplus(l) - l``. The cross-entropy kernel
+    gives the same values but allocates four temporaries, which for the ``(K, batch, D)``
+    logits of an importance-sampled evaluation is most of its cost.
+    """
+    half_minus_x = 0.5 - value  # the size of value, usually (batch, D): small
+    neg_log_p = logits.abs().mul_(0.5)  # |l| / 2
+    if neg_log_p.shape == torch.broadcast_shapes(neg_log_p.shape, half_minus_x.shape):
+        neg_log_p.addcmul_(logits, half_minus_x)  # + l (1/2 - x): max(l, 0) - x l
+    else:  # value has more batch dimensions than the logits
+        neg_log_p = neg_log_p + logits * half_minus_x
+    neg_log_p += logits.abs().neg_().exp_().log1p_()  # + log1p(exp(-|l|)), in [0, log 2]
+    return -neg_log_p.sum(-1)
+
+
 class _LeanIndependent(dist.Independent):
     """An Independent over one event dimension whose ``expand`` to its own batch shape is free."""
 
@@ -157,16 +177,7 @@ class BernoulliPixels(_LeanIndependent):
         logits = self.base_dist.logits
         # log p(x) = sum_d x_d * l_d - softplus(l_d).
         if not (torch.is_grad_enabled() and (logits.requires_grad or value.requires_grad)):
-            # Nothing to differentiate (evaluation): one temporary, updated in place, instead
-            # of the four the cross-entropy kernel allocates. Above the threshold softplus(l)
-            # is l itself to within the dtype's precision (exp(-20) < float32 eps / 20).
-            threshold = 20.0 if logits.dtype in (torch.float16, torch.bfloat16, torch.float32) else 40.0
-            neg_log_p = F.softplus(logits, threshold=threshold)
-            if neg_log_p.shape == torch.broadcast_shapes(logits.shape, value.shape):
-                neg_log_p.addcmul_(logits, value, value=-1)
-            else:  # the value has more batch dimensions than the logits
-                neg_log_p = neg_log_p - logits * value
-            return self._fit_batch(-neg_log_p.sum(-1))
+            return self._fit_batch(_bernoulli_log_prob_no_grad(logits, value))
         if logits.shape != value.shape:
             logits, value = torch.broadcast_tensors(logits, value)
         # The cross-entropy kernel: the fastest forward and backward for training.
