@@ -23,7 +23,9 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/train_throughput.py --epochs 6 --subset 10000
+	$(PY) benchmarks/loglik_throughput.py --examples 200
+	$(PY) benchmarks/train_memory.py --epochs 3
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

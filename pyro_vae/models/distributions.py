@@ -9,11 +9,16 @@ per-step work that the generic classes do for every possible use removed:
   ``-eps^2 / 2 - log(scale) - log(2 pi) / 2`` summed over the event, instead of recomputing
   ``(z - loc) / scale``. Its gradient with respect to the parameters is the same total
   derivative: with ``z = loc + scale * eps``, the paths through ``z`` and through
-  ``(loc, scale)`` cancel except for ``-d log(scale)``. Any other value goes the generic way;
+  ``(loc, scale)`` cancel except for ``-d log(scale)``. Any other value goes the generic way
+  (the draw is recognized by identity: a draw modified in place is not supported);
+  ``log(scale)`` is taken on the scale as given, before a plate of importance samples
+  expands it;
 - :class:`StandardNormal`, the prior ``N(0, I)``: ``-z^2 / 2 - log(2 pi) / 2``, without
   the loc/scale broadcasting of a general Normal;
 - :class:`BernoulliPixels`, the Bernoulli likelihood: the binary cross-entropy is summed over
-  the pixels before it is negated (one pass over ``(batch, D)`` fewer, forward and backward).
+  the pixels before it is negated (one pass over ``(batch, D)`` fewer, forward and backward);
+  without gradients (evaluation) an exact in-place form with two temporaries replaces the
+  cross-entropy kernel's four.
 
 All three return themselves from ``expand`` to their own batch shape: ``pyro.plate``
 expands the distribution at every sample site, which for the common case of a batch shape
