@@ -385,3 +385,30 @@ def test_cli_trains_on_an_npz_file(tmp_path, capsys):
                  "--likelihood", "continuous-bernoulli", "--binarize", "none", "--no-progress", "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "run").is_dir()
+
+
+def test_subset_and_splits_hold_only_their_own_rows(tmp_path):
+    """The source is read as uint8 and only the kept rows become floats: a subset's tensor
+    owns a buffer of its own size (a view into the whole scaled set would keep it alive)."""
+    arrays = make_idx_set(tmp_path, n_train=40, n_test=6)
+    data = load_dataset(DataConfig(name="mnist", data_dir=str(tmp_path), binarize="none",
+                                   subset=7, val_fraction=0.25))
+    assert data.x_train.shape == (7, 12) and data.x_val.shape == (10, 12)
+    for t in (data.x_train, data.x_val, data.x_test):
+        assert t.untyped_storage().nbytes() == t.numel() * 4  # float32, nothing more behind it
+    # Same rows as the whole set scaled first and split afterwards (the earlier pipeline).
+    full = load_dataset(DataConfig(name="mnist", data_dir=str(tmp_path), binarize="none",
+                                   val_fraction=0.25))
+    assert torch.equal(full.x_train[:7], data.x_train) and torch.equal(full.x_val, data.x_val)
+    scaled = arrays["train-images-idx3-ubyte"].reshape(40, 12).astype(np.float32) / 255
+    assert set(rows(data.x_train)) <= set(rows(scaled))
+
+
+def test_integer_sources_outside_their_grey_levels_are_refused():
+    from pyro_vae.data import RawData, _validate_raw  # noqa: PLC0415
+
+    raw = RawData(x=np.array([[0, 3, 17]], dtype=np.uint16), y=None, image_shape=(1, 1, 3),
+                  pixel_max=16)
+    with pytest.raises(ValueError, match=r"grey levels must lie in 0..16, got range \[0, 17\]"):
+        _validate_raw(raw, "custom")
+    _validate_raw(dataclasses.replace(raw, pixel_max=17), "custom")  # in range: accepted

@@ -105,3 +105,35 @@ def test_data_outside_bernoulli_support_is_refused(digits):
     vae = VAE(grey.data_dim, VAEConfig(latent_dim=2, hidden_dims=(8,)))
     with pytest.raises(ValueError, match="bernoulli likelihood needs binary pixels"):
         fit(vae, grey, TrainConfig(epochs=1, progress=False))
+
+
+def test_fit_uses_one_fused_adam_that_matches_the_default_implementation(digits):
+    """fit's optimizer is torch's fused Adam over all parameters: the same algorithm as the
+    default implementation, so a few steps from the same start agree to float rounding."""
+    from pyro_vae.inference.evaluate import log_importance_weights  # noqa: PLC0415
+    from pyro_vae.inference.train import build_optimizer  # noqa: PLC0415
+
+    vae = VAE(64, VAEConfig(latent_dim=3, hidden_dims=(16,)))
+    result = fit(vae, digits, TrainConfig(epochs=1, progress=False, eval_every=0))
+    (group,) = result.state.optimizer.param_groups
+    assert group["fused"] is True and len(group["params"]) == len(list(vae.parameters()))
+
+    models, optimizers = [], []
+    for fused in (True, False):
+        pyro.set_rng_seed(0)
+        vae = VAE(64, VAEConfig(latent_dim=3, hidden_dims=(16,)))
+        opt = build_optimizer(vae.parameters(), 1e-2) if fused else torch.optim.Adam(vae.parameters(), lr=1e-2)
+        models.append(vae)
+        optimizers.append(opt)
+    start = [p.detach().clone() for p in models[0].parameters()]
+    x = digits.x_train[:64].bernoulli(generator=torch.Generator().manual_seed(1))
+    for _ in range(5):
+        for vae, opt in zip(models, optimizers):
+            pyro.set_rng_seed(2)
+            opt.zero_grad()
+            with vae.optimized_by_torch():
+                (-log_importance_weights(vae, x).mean()).backward()
+            opt.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert all(not torch.equal(a, b) for a, b in zip(start, models[0].parameters()))  # it moved

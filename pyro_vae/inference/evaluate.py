@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import math
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import pyro
@@ -159,7 +160,10 @@ def _per_example(model, x, y, num_samples, batch_size, sample_chunk, reduce, pro
     """
     out = []
     starts = range(0, x.shape[0], batch_size)
-    with pyro.validation_enabled(False):
+    # No param-store registration either: scoring needs the module's parameters, not Pyro's
+    # global store (and registering them at every chunk costs time and leaves entries behind).
+    unregistered = getattr(model, "optimized_by_torch", None)
+    with pyro.validation_enabled(False), (unregistered() if unregistered else nullcontext()):
         for start in tqdm(starts, desc=f"log p(x), K={num_samples}", disable=not progress, leave=False):
             xb = x[start:start + batch_size]
             yb = None if y is None else y[start:start + batch_size]
