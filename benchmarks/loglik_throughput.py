@@ -43,12 +43,12 @@ Notes
 Current figures (idle machine, 200 test images, K = 1000, 100 x 100 blocks, 3 repetitions;
 the 2-thread figures vary by +-15% from run to run on this VM, the 1-thread ones by +-5%):
 
-==================================  ========  ===========  ===========
+==================================  ========  ===========  ====================================
 run                                 pyro_vae  plain_torch  ratio
-==================================  ========  ===========  ===========
-default threads (2)                 2.47 s    2.38 s       1.04 (0.99-1.32 over 5 runs)
-``--threads 1``                     4.12 s    3.89 s       1.06 (0.94-1.06 over 3 runs)
-==================================  ========  ===========  ===========
+==================================  ========  ===========  ====================================
+default threads (2), 5 repetitions  2.52 s    2.26 s       1.11 (0.99-1.32 in six earlier runs)
+``--threads 1``                     4.37 s    4.20 s       1.04 (0.94-1.06 in three runs)
+==================================  ========  ===========  ====================================
 
 What changed since the figures further down (each measured before and after):
 
@@ -109,12 +109,12 @@ Where pyro_vae's extra time goes (in-process profiles, one thread, 100 x 100 blo
   thread, so the op count, not the FLOPs, sets the time: hence the 2-thread ratio (both parts
   also run slower on 2 threads than on 1 there).
 
-``--memory-scaling --threads 1`` (K = 5000): 100 / 200 / 300 examples took 12.3 / 24.2 /
-35.6 s with peak RSS 765 / 766 / 886 MiB (working set 169 / 157 / 289 MiB; the spread is heap
-fragmentation, the evaluation holds one 100 x 100 block and n floats at a time). That is
-0.119 s per example: K = 5000 on all 10,000 test images would take about 1,190 s (20 min) on
-one thread (3.3e13 decoder FLOP at ~28 GFLOP/s), in the same ~0.9 GB, far under 4 GB. Run it
-with ``--memory-scaling --scaling-examples 10000`` where that time is available.
+Memory scaling, previous session: ``--memory-scaling --threads 1`` (K = 5000): 100 / 200 /
+300 examples took 12.3 / 24.2 / 35.6 s with peak RSS 765 / 766 / 886 MiB, extrapolated to
+about 20 minutes for all 10,000 test images. Now measured in full:
+``--memory-scaling --samples 5000 --scaling-examples 200,10000`` (2 threads): 200 examples
+11.5 s, peak 780 MiB; all 10,000 test images 637 s (0.064 s per example), peak 805 MiB
+(working set 206 MiB above the start): bounded by the block, far under the 4 GB target.
 """
 
 from __future__ import annotations
