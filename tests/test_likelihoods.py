@@ -227,7 +227,8 @@ def test_obs_scale_is_refused_where_it_does_not_apply(name):
                                          r"\(it applies to: gaussian\)"):
         build_likelihood(name, 3, obs_scale=0.1)
     with pytest.raises(ValueError, match=rf"obs_scale=0.1 does not apply to the {name} likelihood"):
-        VAE(64, VAEConfig(likelihood=name, obs_scale=0.1, hidden_dims=(8,), latent_dim=2))
+        VAEConfig(likelihood=name, obs_scale=0.1, hidden_dims=(8,), latent_dim=2)  # at config time
+    VAEConfig(likelihood="gaussian", obs_scale=0.1)  # where it applies: accepted
 
 
 def test_bad_names_and_scales_are_refused():

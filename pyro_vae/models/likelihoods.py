@@ -60,14 +60,7 @@ class Likelihood(nn.Module, ABC):
     def __init__(self, data_dim: int, **options):
         super().__init__()
         self.data_dim = check_positive_int("data_dim", data_dim)
-        for key, value in options.items():
-            if value is not None:
-                users = sorted(n for n, cls in LIKELIHOODS.items() if key in cls.options)
-                where = f"it applies to: {', '.join(users)}" if users else "no likelihood uses it"
-                raise ValueError(
-                    f"{key}={value!r} does not apply to the {self.name} likelihood ({where}); "
-                    f"leave {key} unset or choose another likelihood"
-                )
+        check_likelihood_options(self.name, **options)
 
     @abstractmethod
     def forward(self, decoder_out: torch.Tensor) -> dist.TorchDistribution:
@@ -364,6 +357,25 @@ LIKELIHOODS: dict[str, type[Likelihood]] = {
     for cls in (BernoulliLikelihood, ContinuousBernoulliLikelihood, GaussianLikelihood,
                 HeteroscedasticGaussianLikelihood)
 }
+
+
+def check_likelihood_options(name: str, **options) -> None:
+    """Refuse an option given a value (not ``None``) that the likelihood ``name`` does not use.
+
+    Example
+    -------
+    >>> check_likelihood_options("gaussian", obs_scale=0.1)  # used: fine
+    >>> check_likelihood_options("bernoulli", obs_scale=None)  # not given: fine
+    """
+    used = LIKELIHOODS[name].options if name in LIKELIHOODS else ()
+    for key, value in options.items():
+        if value is not None and key not in used:
+            users = sorted(n for n, cls in LIKELIHOODS.items() if key in cls.options)
+            where = f"it applies to: {', '.join(users)}" if users else "no likelihood uses it"
+            raise ValueError(
+                f"{key}={value!r} does not apply to the {name} likelihood ({where}); "
+                f"leave {key} unset or choose another likelihood"
+            )
 
 
 def build_likelihood(name: str, data_dim: int, **options) -> Likelihood:

@@ -27,7 +27,7 @@ import torch
 from ..errors import check_choice, check_int_tuple, check_positive_float, check_positive_int
 from .base import GenerativeModel, data_plate
 from .distributions import DiagonalNormal
-from .likelihoods import LIKELIHOODS, build_likelihood
+from .likelihoods import LIKELIHOODS, build_likelihood, check_likelihood_options
 from .nets import MLP, GaussianEncoder
 from .priors import PRIORS, build_prior
 
@@ -72,6 +72,7 @@ class VAEConfig:
         check_choice("guide", self.guide, GUIDES)
         if self.obs_scale is not None:
             check_positive_float("obs_scale", self.obs_scale)
+        check_likelihood_options(self.likelihood, obs_scale=self.obs_scale)
         check_positive_int("prior_components", self.prior_components)
 
 
