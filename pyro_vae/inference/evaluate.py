@@ -183,7 +183,8 @@ def _per_example(model, x, y, num_samples, batch_size, sample_chunk, reduce, pro
             else:
                 out.append(torch.logsumexp(stacked, 0) - math.log(num_samples))
             del log_w, sites
-            _release_free_heap()
+            if x.device.type == "cpu":  # the tensors of a GPU evaluation are not on the C heap
+                _release_free_heap()
     return torch.cat(out)
 
 
