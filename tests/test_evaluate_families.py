@@ -314,3 +314,21 @@ def test_integer_and_other_dtype_pixels_are_cast_to_the_model(small_vae):
     assert all(r.dtype == torch.float32 for r in results)
     torch.testing.assert_close(results[1], results[0])
     torch.testing.assert_close(results[2], results[0])
+
+
+def test_the_free_heap_is_returned_once_per_batch_and_the_param_store_is_left_alone(monkeypatch):
+    """After each batch of examples (not each block of samples) the CPU evaluation hands glibc's
+    free heap back to the system; it does not register the model with Pyro's param store."""
+    import sys  # noqa: PLC0415
+
+    if sys.platform.startswith("linux"):
+        assert callable(evaluation._find_malloc_trim())  # glibc: the real function is found
+    trims = []
+    monkeypatch.setattr(evaluation, "_MALLOC_TRIM", lambda pad: trims.append(pad) or 1)
+    vae = VAE(64, VAEConfig(latent_dim=2, hidden_dims=(8,)))
+    pyro.clear_param_store()
+    log_likelihood(vae, torch.bernoulli(torch.full((25, 64), 0.3)), num_samples=30,
+                   batch_size=10, sample_chunk=7)
+    assert trims == [0, 0, 0]  # batches of 10, 10, 5; five blocks of samples each
+    assert len(pyro.get_param_store()) == 0
+    assert vae.register_params  # the switch is restored for plain-Pyro use
