@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .datasets_files import load_fashion_mnist, load_frey, load_mnist
+from .datasets_files import load_fashion_mnist, load_frey, load_mnist, load_npz
 from .errors import check_choice, check_fraction, check_non_negative_int, check_positive_int
 
 BINARIZE_CHOICES = ("dynamic", "static", "none")
@@ -211,8 +211,6 @@ DATASETS: dict[str, Callable[[DataConfig], RawData]] = {
 
 def _source_for(name: str) -> Callable[[DataConfig], RawData]:
     if name.startswith("npz:"):
-        from .datasets_files import load_npz  # noqa: PLC0415  (only needed for npz sources)
-
         return load_npz
     return DATASETS[check_choice("dataset", name, list(DATASETS) + ["npz:PATH"])]
 
@@ -308,8 +306,9 @@ def _validate_raw(raw: RawData, name: str) -> None:
             raise ValueError(f"dataset {name!r}: {label} contains NaN or Inf values")
         if x.min() < 0 or x.max() > 1:
             raise ValueError(
-                f"dataset {name!r}: {label} values must lie in [0, 1], got range "
-                f"[{x.min():.4g}, {x.max():.4g}]"
+                f"dataset {name!r}: float {label} must lie in [0, 1], got range "
+                f"[{x.min():.4g}, {x.max():.4g}]; store grey levels as integers 0..{raw.pixel_max} "
+                f"or divide by the maximum first"
             )
     c, h, w = raw.image_shape
     if raw.x.shape[1] != c * h * w:

@@ -1,8 +1,9 @@
 """Data sources read from files: MNIST and Fashion-MNIST (IDX), Frey Face (.mat), ``npz:PATH``.
 
 Each loader takes a :class:`~pyro_vae.data.DataConfig` and returns a
-:class:`~pyro_vae.data.RawData` (grey levels in [0, 1], flattened); splitting and
-binarization happen in :func:`pyro_vae.data.load_dataset`.
+:class:`~pyro_vae.data.RawData` (flattened images: 8-bit grey levels as read, or floats in
+[0, 1]); validation, splitting, scaling to [0, 1] and binarization happen in
+:func:`pyro_vae.data.load_dataset`.
 
 Where files are looked for
 --------------------------
@@ -289,8 +290,8 @@ def load_frey(config: DataConfig) -> RawData:
         raise ValueError(f"{path}: 'ff' must have shape ({pixels}, n) (one 28 x 20 image per column), got {ff.shape}")
     if not np.issubdtype(ff.dtype, np.integer) or ff.min() < 0 or ff.max() > 255:
         raise ValueError(f"{path}: 'ff' must hold grey levels 0..255 (uint8), got {ff.dtype}")
-    x = ff.T.astype(np.float32) / 255.0  # (n, 560): each row a 28 x 20 image, row-major
-    return RawData(x=x, y=None, image_shape=(1, *FREY_SHAPE))
+    # (n, 560): each row a 28 x 20 image, row-major; levels scaled by 1/255 for the rows kept
+    return RawData(x=ff.T, y=None, image_shape=(1, *FREY_SHAPE))
 
 
 # --------------------------------------------------------------------------- npz:PATH
@@ -313,7 +314,8 @@ def _npz_path(config: DataConfig) -> Path:
 
 
 def _npz_images(path: Path, key: str, x: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """``x`` as ``(n, D)`` float32 in [0, 1] and its image shape ``(C, H, W)``."""
+    """``x`` as ``(n, D)`` (uint8 levels kept as they are, bools and floats as float32) and
+    its image shape ``(C, H, W)``; :func:`pyro_vae.data.load_dataset` checks the values."""
     if x.ndim == 2:
         d = x.shape[1]
         side = math.isqrt(d)
@@ -327,20 +329,10 @@ def _npz_images(path: Path, key: str, x: np.ndarray) -> tuple[np.ndarray, tuple[
     if x.shape[0] == 0 or math.prod(image_shape) == 0:
         raise ValueError(f"{path}: {key} is empty (shape {x.shape})")
     flat = x.reshape(x.shape[0], -1)
-    if x.dtype == np.uint8:
-        return flat.astype(np.float32) / 255.0, image_shape
-    if x.dtype == np.bool_:
-        return flat.astype(np.float32), image_shape
-    if np.issubdtype(x.dtype, np.floating):
-        flat = flat.astype(np.float32)
-        if not np.isfinite(flat).all():
-            raise ValueError(f"{path}: {key} contains NaN or Inf values")
-        if flat.min() < 0 or flat.max() > 1:
-            raise ValueError(
-                f"{path}: float {key} must lie in [0, 1], got range [{flat.min():.4g}, {flat.max():.4g}]; "
-                f"store grey levels as uint8 0..255 or divide by the maximum first"
-            )
+    if x.dtype == np.uint8:  # scaled by 1/255 (RawData.pixel_max) for the rows kept
         return flat, image_shape
+    if x.dtype == np.bool_ or np.issubdtype(x.dtype, np.floating):
+        return flat.astype(np.float32), image_shape
     raise ValueError(
         f"{path}: {key} has dtype {x.dtype}; store uint8 (0..255, scaled by 1/255), bool, or "
         f"floats in [0, 1]"
