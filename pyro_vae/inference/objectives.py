@@ -51,7 +51,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from ..errors import check_choice, check_non_negative_int, check_positive_int
-from .evaluate import log_importance_weights
+from .evaluate import _log_weights_and_sites
 
 
 def check_kl_weighting(beta, kl_warmup) -> tuple[float, int]:
@@ -188,7 +188,7 @@ class IWAEObjective(Objective):
                 f"point-mass guide (guide='delta'), whose importance weights are undefined; "
                 f"train it with objective 'elbo' instead"
             )
-        log_w = log_importance_weights(self.weighted(model), x, y, self.num_samples)  # (K, batch)
+        log_w = _log_weights_and_sites(self.weighted(model), x, y, self.num_samples)[0]  # (K, batch)
         return -(torch.logsumexp(log_w, dim=0) - math.log(self.num_samples)).sum()
 
 
@@ -213,7 +213,8 @@ class TraceELBOObjective(PyroELBOObjective):
             reparameterized = self._reparameterized[model] = _guide_is_reparameterized(model, x, y)
         if not reparameterized:
             return super().loss(model, x, y)
-        log_w = log_importance_weights(self.weighted(model), x, y, self.particles)  # (K, batch)
+        # (K, batch); the unchecked form: particles was checked once, this runs every step
+        log_w = _log_weights_and_sites(self.weighted(model), x, y, self.particles)[0]
         if self.particles == 1:
             return -log_w.sum()
         return -log_w.mean(0).sum()

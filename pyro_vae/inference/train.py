@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from ..errors import (check_choice, check_non_negative_int, check_positive_float,
                       check_positive_int)
 from . import distributed
-from .evaluate import elbo as elbo_estimate
+from .evaluate import _elbo
 from .objectives import OBJECTIVES, build_objective, check_kl_weighting
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -49,7 +49,8 @@ class TrainConfig:
     epochs : int
         Total number of epochs (a resumed run continues up to this number).
     batch_size : int
-        Examples per optimizer step.
+        Examples per optimizer step (per process under torchrun: one step then sees
+        ``world_size * batch_size``).
     lr : float
         Adam learning rate.
     seed : int
@@ -192,6 +193,13 @@ class FitResult:
     state: TrainState
 
 
+@torch.no_grad()
+def _test_elbo(model, x, y):
+    """The single-sample ELBO of ``x`` with :func:`~pyro_vae.inference.evaluate.elbo`'s
+    defaults, without its input checks: fit validated and placed the test data once."""
+    return _elbo(model, x, y, num_samples=1, batch_size=1000, sample_chunk=100)
+
+
 def build_optimizer(parameters, lr: float) -> torch.optim.Adam:
     """One Adam over all ``parameters``, with torch's fused kernel where it has one.
 
@@ -245,8 +253,8 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     model : GenerativeModel
         Any model/guide pair; it is moved to ``config.device`` and ``config.dtype``.
     data : pyro_vae.data.Dataset
-        Training batches come from ``data.train_batches``; ``data.x_test`` is evaluated
-        every ``config.eval_every`` epochs.
+        Training batches come from ``data.train_batches`` (from this process's shard under
+        torchrun); ``data.x_test`` is evaluated every ``config.eval_every`` epochs.
     config : TrainConfig
     callbacks : sequence of Callback
         Called after each finished epoch (checkpointing, logging) and at the end; in a
@@ -288,7 +296,7 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     else:
         pyro.set_rng_seed(config.seed)
 
-    labels = data.y_train if model.needs_labels else None
+    show_progress = config.progress and main  # other ranks draw no bar and read no loss
     while state.epoch < config.epochs:
         started = time.perf_counter()
         epoch = state.epoch + 1
@@ -303,7 +311,7 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
             batches = data.train_batches(config.batch_size)
             num_batches = -(-data.x_train.shape[0] // config.batch_size)
         bar = tqdm(batches, total=num_batches, desc=f"epoch {epoch}/{config.epochs}",
-                   disable=not (config.progress and main), leave=False)
+                   disable=not show_progress, leave=False)
         anomaly = torch.autograd.set_detect_anomaly(True) if config.detect_anomaly else nullcontext()
         # Validation off (the data were checked above); no param-store registration (the torch
         # optimizer owns the parameters): both would cost time at every step.
@@ -327,13 +335,12 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
                 optimizer.step()
                 step_losses.append(loss.detach())
                 n_seen += x.shape[0]
-                if config.progress and len(step_losses) % 10 == 0:
+                if show_progress and len(step_losses) % 10 == 0:
                     bar.set_postfix(loss=f"{loss.item() / x.shape[0]:.2f}")
         losses = torch.stack(step_losses)
-        if world > 1:  # every rank took as many steps: sum step i's loss (and counts) over ranks
+        if world > 1:  # every rank took as many steps on as many examples: sum step i's loss
             losses = distributed.all_reduce_sum(losses.double())
-            n_seen = int(distributed.all_reduce_sum(
-                torch.tensor(n_seen, dtype=torch.float64, device=device)).item())
+            n_seen *= world
         finite = torch.isfinite(losses)
         if not bool(finite.all()):
             bad_step = int((~finite).nonzero()[0, 0]) + 1
@@ -360,9 +367,9 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
             y_eval = y_test if model.needs_labels else None
             if world > 1:  # each rank scores its shard of the test set; the mean is global
                 record["test_elbo"] = distributed.sharded_mean(
-                    lambda xs, ys: elbo_estimate(model, xs, ys).per_example, x_test, y_eval)
+                    lambda xs, ys: _test_elbo(model, xs, ys).per_example, x_test, y_eval)
             else:
-                record["test_elbo"] = elbo_estimate(model, x_test, y_eval).mean
+                record["test_elbo"] = _test_elbo(model, x_test, y_eval).mean
         state.epoch = epoch
         state.step += len(step_losses)
         state.history.append(record)
