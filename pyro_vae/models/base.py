@@ -107,6 +107,12 @@ class GenerativeModel(nn.Module, ABC):
             raise ValueError(f"{name} must have shape (batch, D), got {tuple(x.shape)}")
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name} contains NaN or Inf values")
+        data_dim = getattr(self, "data_dim", None)  # every built-in model has one
+        if data_dim is not None and x.shape[-1] != data_dim:
+            raise ValueError(f"{name} has {x.shape[-1]} features per example; this model expects {data_dim}")
+        likelihood = getattr(self, "likelihood", None)  # its support (binary pixels ...)
+        if likelihood is not None:
+            likelihood.validate(x, name)
 
     @property
     def device(self) -> torch.device:

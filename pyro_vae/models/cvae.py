@@ -55,7 +55,6 @@ class CVAE(VAE):
                 "(num_classes is None); use a labelled data set or an unconditional model")
         check_positive_int("num_classes", num_classes)
         super().__init__(data_dim, config, num_classes=num_classes)
-        self.needs_labels = True  # whatever the prior: encoder and decoder read the label
 
     @property
     def _encoder_in_dim(self) -> int:

@@ -201,10 +201,6 @@ class PPCA(GenerativeModel):
         directions[:, :k] = vh[:k].T
         self.loadings.copy_(directions * lead)
 
-    def validate_data(self, x, y=None, name="x"):
-        super().validate_data(x, y, name)
-        if x.shape[-1] != self.data_dim:
-            raise ValueError(f"{name} has {x.shape[-1]} features per example; this model expects {self.data_dim}")
 
 
 __all__ = ["PPCA", "PPCAConfig"]

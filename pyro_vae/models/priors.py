@@ -10,7 +10,7 @@ Registered priors (:data:`PRIORS`, the names ``--prior`` accepts):
 - ``standard``: N(0, I);
 - ``mog``: a learnable mixture of Gaussians;
 - ``vamp``: the VampPrior, a mixture of the guide's posteriors at learned pseudo-inputs;
-- ``flow``: a standard normal pushed through a learnable normalizing flow (MAF by default);
+- ``flow``: a standard normal pushed through a learnable normalizing flow (affine coupling layers, RealNVP-style, by default);
 - ``conditional``: N(mu(y), sigma(y)) for label-conditioned models (the CVAE).
 
 Whether the KL term is computed analytically or by sampling is the objective's business
@@ -307,7 +307,7 @@ class ConditionalNormalPrior(Prior):
             )
         if y.dtype.is_floating_point or y.dtype == torch.bool:
             raise TypeError(f"prior 'conditional' expects integer class labels, got dtype {y.dtype}")
-        one_hot = F.one_hot(y, self.num_classes).to(self.net.weight.dtype)  # (batch, C)
+        one_hot = F.one_hot(y.long(), self.num_classes).to(self.net.weight.dtype)  # (batch, C)
         loc, raw_scale = self.net(one_hot).split(self.latent_dim, dim=-1)  # (batch, latent_dim) each
         return dist.Normal(loc, F.softplus(raw_scale) + _MIN_SCALE).to_event(1)
 

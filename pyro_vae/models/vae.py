@@ -106,7 +106,7 @@ class VAE(GenerativeModel):
             config.prior, config.latent_dim, num_components=config.prior_components,
             num_classes=num_classes, data_dim=data_dim, encoder=self._encode_params,
         )
-        self.needs_labels = self.prior.needs_label
+        self.needs_labels = self.needs_labels or self.prior.needs_label
         # With a label-conditioned prior p(z | y) the model scores log p(x | y).
         self.conditional = self.conditional or self.prior.needs_label
 
@@ -154,7 +154,7 @@ class VAE(GenerativeModel):
 
     @torch.no_grad()
     def reconstruct(self, x, y=None):
-        return self.likelihood.mean(self._decode(self.encode(x, y), y))
+        return self.decode(self.encode(x, y), y)
 
     @torch.no_grad()
     def encode(self, x, y=None):
@@ -171,8 +171,3 @@ class VAE(GenerativeModel):
         """Mean image of p(x | z) (or p(x | z, y)) for codes ``z`` ``(..., latent_dim)``: ``(..., D)``."""
         return self.likelihood.mean(self._decode(z, y))
 
-    def validate_data(self, x, y=None, name="x"):
-        super().validate_data(x, y, name)
-        if x.shape[-1] != self.data_dim:
-            raise ValueError(f"{name} has {x.shape[-1]} features per example; this model expects {self.data_dim}")
-        self.likelihood.validate(x, name)
