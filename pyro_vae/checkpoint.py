@@ -51,11 +51,10 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}."
 
 
-def _remove_stale_temporaries(path: Path, keep: str | None = None) -> None:
+def _remove_stale_temporaries(path: Path) -> None:
     """Remove temporaries of ``path`` left by killed writers (there is one writer per run)."""
     for stale in path.parent.glob(f"{_temp_prefix(path)}*.tmp"):
-        if stale.name != keep:
-            stale.unlink(missing_ok=True)
+        stale.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike, write) -> None:

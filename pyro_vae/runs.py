@@ -130,14 +130,19 @@ def default_binarize(model: str, model_config: dict) -> str:
     return "dynamic" if getattr(LIKELIHOODS.get(likelihood), "discrete", True) else "none"
 
 
-def build_model(config: RunConfig, data: Dataset):
-    """Build (and data-initialize) the model of ``config`` for ``data``, seeded by ``train.seed``."""
+def build_model(config: RunConfig, data: Dataset, *, init: bool = True):
+    """Build the model of ``config`` for ``data``, seeded by ``train.seed``.
+
+    ``init``: run its data-dependent initialization (PPCA's SVD, the mixture's k-means++
+    seeding: seconds on a large data set). Callers about to load a checkpoint pass False,
+    since every weight is then overwritten.
+    """
     config_cls, model_cls = MODELS[config.model]
     pyro.set_rng_seed(config.train.seed)
     model = model_cls(data.data_dim, config.model_config_object(), num_classes=data.num_classes)
     model.to(dtype=DTYPES[config.train.dtype])
-    x, y = data.x_train.to(dtype=DTYPES[config.train.dtype]), data.y_train
-    model.init_from_data(x, y)
+    if init:
+        model.init_from_data(data.x_train.to(dtype=DTYPES[config.train.dtype]), data.y_train)
     return model
 
 
@@ -241,7 +246,7 @@ def resume_run(out_dir, epochs: int | None = None, *, device: str | None = None,
         )
     distributed.setup(resolve_device(config.train.device))  # under torchrun: every rank resumes
     data = distributed.main_first(lambda: load_dataset(config.data))
-    model = build_model(config, data)
+    model = build_model(config, data, init=False)
     _restore_model(model, checkpoint, out_dir)
     # Rank 0 rewrites config.json once every rank has read it (on_main waits for all first).
     distributed.on_main(lambda: atomic_write_text(out_dir / CONFIG_FILE, json.dumps(
@@ -389,7 +394,7 @@ def load_run(run_dir, device: str | None = None) -> LoadedRun:
     target = resolve_device(device if device is not None else config.train.device)
     checkpoint = _load_run_checkpoint(run_dir, config)
     data = load_dataset(config.data)
-    model = build_model(config, data)
+    model = build_model(config, data, init=False)
     _restore_model(model, checkpoint, run_dir)
     model.to(device=target).eval()
     data = data.to(device=target, dtype=model.dtype)
