@@ -23,8 +23,8 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) benchmarks/train_throughput.py --epochs 6 --subset 10000
-	$(PY) benchmarks/loglik_throughput.py --examples 200
+	$(PY) benchmarks/train_throughput.py --epochs 10 --subset 10000
+	$(PY) benchmarks/loglik_throughput.py --examples 200 --repeats 5
 	$(PY) benchmarks/train_memory.py --epochs 3
 
 clean:

@@ -40,14 +40,15 @@ evaluation is chunked over examples and samples), and extrapolates the time to
 
 Notes
 -----
-Current figures (idle machine, 200 test images, K = 1000, 100 x 100 blocks, 3 repetitions;
+Current figures (idle machine, 200 test images, K = 1000, 100 x 100 blocks, the repetitions
+named in the table;
 the 2-thread figures vary by +-15% from run to run on this VM, the 1-thread ones by +-5%):
 
 ==================================  ========  ===========  ====================================
 run                                 pyro_vae  plain_torch  ratio
 ==================================  ========  ===========  ====================================
 default threads (2), 5 repetitions  2.52 s    2.26 s       1.11 (0.99-1.32 in six earlier runs)
-``--threads 1``                     4.37 s    4.20 s       1.04 (0.94-1.06 in three runs)
+``--threads 1``, 3 repetitions       4.37 s    4.20 s       1.04 (0.94-1.06 in three runs)
 ==================================  ========  ===========  ====================================
 
 What changed since the figures further down (each measured before and after):
@@ -134,12 +135,11 @@ import pyro
 import torch
 from torch.nn import functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pyro_vae import DataConfig, TrainConfig, VAE, VAEConfig, fit, load_dataset  # noqa: E402
-from pyro_vae.data import Dataset  # noqa: E402
-from pyro_vae.inference.evaluate import log_importance_weights, log_likelihood  # noqa: E402
+from common import fashion_or_synthetic, proc_status_mb, sync  # benchmarks/common.py
+from pyro_vae import TrainConfig, VAE, VAEConfig, fit
+from pyro_vae.data import Dataset
+from pyro_vae.inference.evaluate import log_importance_weights, log_likelihood
 
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 CONFIG = VAEConfig(latent_dim=50, hidden_dims=(400,))
 PARTS = ("pyro_vae", "plain_torch")
 #: Optional third part (``--with-validation``): the library's chunk loop with Pyro's argument
@@ -197,17 +197,6 @@ def validating_log_likelihood(vae: VAE, x: torch.Tensor, num_samples: int, batch
 # --------------------------------------------------------------------------- one measured part
 
 
-def _proc_status_mb(key: str) -> float | None:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return None
-
-
 def peak_rss_mb() -> float:
     """This process's peak resident set, MiB.
 
@@ -215,7 +204,7 @@ def peak_rss_mb() -> float:
     carries it across ``exec``: a worker started by a parent that once held 1 GB reports at
     least 1 GB. Elsewhere: ``ru_maxrss`` (KiB on Linux-likes, bytes on macOS; read as KiB).
     """
-    peak = _proc_status_mb("VmHWM")
+    peak = proc_status_mb("VmHWM")
     return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -253,7 +242,7 @@ def worker(args) -> None:
     sync(device)
     before = peak_rss_mb()  # peak of start-up, loading and warm-up
     reset = reset_peak_rss()  # from here on, the peak is the measured run's own
-    start_rss = _proc_status_mb("VmRSS") if reset else before
+    start_rss = proc_status_mb("VmRSS") if reset else before
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     pyro.set_rng_seed(args.seed)
@@ -293,17 +282,9 @@ def run_part(args, part: str, tag: str, examples: int) -> dict:
 
 
 def load_data(train_subset: int) -> tuple[Dataset, str]:
-    if FASHION_DIR.is_dir():
-        try:
-            data = load_dataset(DataConfig("fashion-mnist", subset=train_subset, data_dir=str(FASHION_DIR)))
-            return data, "fashion-mnist test set (static binarization, split_seed 0)"
-        except ValueError as err:
-            print(f"fashion-mnist unavailable ({err}); using a synthetic stand-in")
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(train_subset + 10000, 784, generator=gen) ** 3  # sparse-ish grey levels
-    data = Dataset("synthetic", (1, 28, 28), x[:train_subset], None, x[:0], None,
-                   torch.bernoulli(x[train_subset:], generator=gen), None, None, "dynamic")
-    return data, "synthetic stand-in (Fashion-MNIST not installed)"
+    data, real = fashion_or_synthetic(train_subset, 10000)
+    return data, ("fashion-mnist test set (static binarization, split_seed 0)" if real
+                  else "synthetic stand-in (Fashion-MNIST not installed)")
 
 
 def prepare(args, examples: int) -> str:
@@ -332,7 +313,8 @@ def compare(args) -> dict:
         for part in order:
             records[part].append(run_part(args, part, f"rep{rep}", args.examples))
     median = {part: statistics.median(r["seconds"] for r in records[part]) for part in parts}
-    # Agreement: the two estimates use independent draws; compare per example (paired).
+    # Agreement: both parts draw the same random numbers, so the paired per-example
+    # difference is float rounding, not Monte Carlo noise.
     a = torch.load(Path(args.state_dir) / "pyro_vae-rep0.pt")
     b = torch.load(Path(args.state_dir) / "plain_torch-rep0.pt")
     diff = (a - b).double()
@@ -386,10 +368,6 @@ def memory_scaling(args) -> dict:
         "threads": records[0]["threads"], "device": args.device,
     }
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main(argv=None) -> dict | None:

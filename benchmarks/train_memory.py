@@ -30,20 +30,18 @@ import tempfile
 import time
 from pathlib import Path
 
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-ROOT = Path(__file__).resolve().parent.parent
+from common import FASHION_DIR, proc_status_mb  # benchmarks/common.py
 
 
 def status_mb(key: str) -> float:
-    """A ``kB`` field of /proc/self/status (``VmRSS``, ``VmHWM``) in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    raise KeyError(key)
+    """A ``kB`` field of /proc/self/status in MiB (this benchmark needs Linux)."""
+    value = proc_status_mb(key)
+    if value is None:
+        raise RuntimeError("/proc/self/status is not readable: this benchmark needs Linux")
+    return value
 
 
 def worker(args) -> dict:
-    sys.path.insert(0, str(ROOT))
     import torch  # noqa: PLC0415
 
     from pyro_vae.data import DataConfig, load_dataset  # noqa: PLC0415
