@@ -158,17 +158,18 @@ NPZ_CASES = {
     # name: (arrays, fragments of the error)
     "nan": (lambda: {"x": np.where(np.eye(40, 16) > 0, np.nan, grey())}, ["NaN"]),
     "inf": (lambda: {"x": np.where(np.eye(40, 16) > 0, np.inf, grey())}, ["Inf"]),
-    "above-one": (lambda: {"x": grey() * 3}, ["x"]),
-    "negative": (lambda: {"x": grey() - 0.5}, ["x"]),
-    "one-dimensional": (lambda: {"x": grey().ravel()}, ["x"]),
-    "five-dimensional": (lambda: {"x": grey().reshape(40, 1, 1, 4, 4)}, ["x"]),
+    "above-one": (lambda: {"x": grey() * 3}, ["float x must lie in [0, 1]", "2.999"]),
+    "negative": (lambda: {"x": grey() - 0.5}, ["float x must lie in [0, 1]", "-0.4997"]),
+    "one-dimensional": (lambda: {"x": grey().ravel()}, ["x must have shape (n, D)", "got (640,)"]),
+    "five-dimensional": (lambda: {"x": grey().reshape(40, 1, 1, 4, 4)},
+                         ["x must have shape (n, D)", "got (40, 1, 1, 4, 4)"]),
     "no-x": (lambda: {"images": grey()}, ["no array 'x'", "images"]),
-    "empty": (lambda: {"x": np.zeros((0, 16), np.float32)}, ["x"]),
+    "empty": (lambda: {"x": np.zeros((0, 16), np.float32)}, ["x is empty (shape (0, 16))"]),
     "single-example": (lambda: {"x": grey(n=1)}, ["empty"]),
-    "label-count-mismatch": (lambda: {"x": grey(), "y": np.arange(39)}, ["y"]),
-    "negative-labels": (lambda: {"x": grey(), "y": -np.ones(40, np.int64)}, ["y"]),
-    "float-labels": (lambda: {"x": grey(), "y": np.full(40, 0.5)}, ["y"]),
-    "string-pixels": (lambda: {"x": np.array([["a"] * 16] * 40)}, ["x"]),
+    "label-count-mismatch": (lambda: {"x": grey(), "y": np.arange(39)}, ["y must have shape (40,)", "got (39,)"]),
+    "negative-labels": (lambda: {"x": grey(), "y": -np.ones(40, np.int64)}, ["y labels must be >= 0", "found -1"]),
+    "float-labels": (lambda: {"x": grey(), "y": np.full(40, 0.5)}, ["y must hold integer class labels"]),
+    "string-pixels": (lambda: {"x": np.array([["a"] * 16] * 40)}, ["x has dtype <U1"]),
 }
 
 
@@ -187,7 +188,7 @@ def test_cli_refuses_missing_and_unreadable_data_files(tmp_path, capsys):
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(os.urandom(300))
     cli_error(capsys, ["train", "--out", tmp_path / "r", *TINY, "--dataset", f"npz:{garbage}"],
-              "garbage.npz")
+              "garbage.npz", "not a readable .npz archive")
 
 
 def test_cli_refuses_pickled_npz_without_running_it(tmp_path, capsys):
@@ -196,7 +197,7 @@ def test_cli_refuses_pickled_npz_without_running_it(tmp_path, capsys):
     evil[0] = _Payload(str(marker))
     np.savez(tmp_path / "evil.npz", x=evil)
     cli_error(capsys, ["train", "--out", tmp_path / "r", *TINY, "--dataset",
-                       f"npz:{tmp_path / 'evil.npz'}"], "evil.npz")
+                       f"npz:{tmp_path / 'evil.npz'}"], "evil.npz", "without unpickling")
     assert not marker.exists()
 
 

@@ -211,6 +211,8 @@ def run_trial(mode: str, run_dir: Path, reference, capsys, *, seed: int, kill_re
         condition = _kill_point(kill_mode, run_dir, rng, reference["epoch_seconds"], before)
         killed = _kill_when(proc, condition)
         TALLY["kills"] += killed
+        # A deterministic kill point that was never reached would leave a plain rerun to test.
+        assert killed or kill_mode == "random", f"the run finished before its {kill_mode} kill point"
         orphans = _temporaries(run_dir, "checkpoint.pt") - before
         any_orphans = _temporaries(run_dir, "*") - before_any
         TALLY["kills_inside_a_write"] += bool(killed and any_orphans)

@@ -8,7 +8,9 @@ line): never another exception type, never a traceback.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -35,6 +37,31 @@ from pyro_vae.runs import RunConfig, build_model
 CLEAN = (ValueError, TypeError)
 FAST = settings(max_examples=60, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+#: How often each outcome happened in the property test now running (see ``at_least``).
+OUTCOMES: collections.Counter = collections.Counter()
+
+
+def outcome(label: str) -> None:
+    """Record an outcome: for Hypothesis' statistics and for the floor ``at_least`` checks."""
+    event(label)
+    OUTCOMES[label] += 1
+
+
+def at_least(**floors):
+    """Run the wrapped property test, then require each outcome at least ``floors[label]``
+    times: a property whose every example is refused would otherwise pass while testing
+    nothing (the examples are derandomized, so the counts are fixed)."""
+    def wrap(property_test):
+        @functools.wraps(property_test)
+        def test():
+            OUTCOMES.clear()
+            property_test()
+            for label, minimum in floors.items():
+                assert OUTCOMES[label.replace("_", " ")] >= minimum, dict(OUTCOMES)
+        return test
+    return wrap
 
 
 @pytest.fixture(autouse=True)
@@ -90,6 +117,7 @@ def field_values(cls, draw, junk_share: float = 0.3):
 # ------------------------------------------------------------------ configurations
 
 
+@at_least(accepted=10)
 @FAST
 @given(st.data())
 def test_random_configs_are_valid_or_refused_cleanly(data):
@@ -102,6 +130,7 @@ def test_random_configs_are_valid_or_refused_cleanly(data):
         event(f"{cls.__name__} refused")
         return
     event(f"{cls.__name__} accepted")
+    outcome("accepted")
     # a config that was accepted holds only JSON-representable, sensible values
     raw = json.loads(json.dumps(dataclasses.asdict(config)))
     assert cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}) == config
@@ -113,6 +142,7 @@ def test_random_configs_are_valid_or_refused_cleanly(data):
         assert math.isfinite(config.lr) and config.lr > 0
 
 
+@at_least(round_trip=6)
 @FAST
 @given(st.data())
 def test_random_run_configs_round_trip_or_are_refused(data):
@@ -129,7 +159,7 @@ def test_random_run_configs_round_trip_or_are_refused(data):
     except CLEAN:
         event("refused")
         return
-    event("round trip")
+    outcome("round trip")
     raw = json.loads(json.dumps(config.to_dict()))
     assert RunConfig.from_dict(raw) == config
 
@@ -185,6 +215,7 @@ def npz_contents(draw):
     return arrays
 
 
+@at_least(npz_loaded_and_trained=6)
 @FAST
 @given(npz_contents(), st.sampled_from(BINARIZE_CHOICES), st.none() | st.integers(1, 20))
 def test_random_npz_arrays_load_and_train_or_are_refused(arrays, binarize, subset):
@@ -213,7 +244,7 @@ def test_random_npz_arrays_load_and_train_or_are_refused(arrays, binarize, subse
         assert binarize == "none"  # only grey levels are refused by the default bernoulli
         event("npz loaded, grey levels refused by bernoulli")
         return
-    event("npz loaded and trained")
+    outcome("npz loaded and trained")
     assert all(math.isfinite(h["train_elbo"]) for h in result.history)
 
 
@@ -273,6 +304,7 @@ def test_random_command_lines_run_or_fail_with_one_line(flags, data, monkeypatch
 # ------------------------------------------------------------------ real training of random combinations
 
 
+@at_least(trained=6)
 @settings(max_examples=12, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.data())
@@ -300,6 +332,6 @@ def test_random_model_combinations_train_or_are_refused(data):
     except CLEAN as err:
         event(f"refused: {str(err)[:60]}")
         return
-    event("trained")
+    outcome("trained")
     assert all(math.isfinite(h["train_elbo"]) for h in result.history)
     assert all(bool(torch.isfinite(p).all()) for p in built.parameters())
