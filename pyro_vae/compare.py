@@ -30,7 +30,7 @@ from .data import DataConfig
 from .errors import check_choice, check_positive_int
 from .inference.train import TrainConfig
 from .models import MODELS
-from .runs import METRICS_FILE, RunConfig, load_run, read_config, train_run
+from .runs import METRICS_FILE, RunConfig, load_run, read_config, read_metrics, train_run
 
 #: Comparison entries beyond the registered model names: name -> (model, model options).
 ALIASES = {"ae": ("vae", {"guide": "delta"})}
@@ -114,7 +114,7 @@ def reuse_runs(run_dirs) -> dict:
 
 def _summary_row(name: str, run_dir: Path) -> dict:
     config = read_config(run_dir)
-    metrics = json.loads((run_dir / METRICS_FILE).read_text()) if (run_dir / METRICS_FILE).is_file() else {}
+    metrics = read_metrics(run_dir)
     if not metrics.get("test"):
         raise ValueError(f"run {str(run_dir)!r} has no test metrics; run `pyro-vae evaluate` on it")
     parameters = metrics.get("parameters")

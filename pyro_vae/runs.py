@@ -285,8 +285,8 @@ def _train_and_finish(config, out_dir, data, model, resume_state, callbacks) -> 
 def _is_complete(run_dir: Path, epochs: int) -> bool:
     """Whether ``run_dir`` holds the final metrics of a run of ``epochs`` epochs."""
     try:
-        return json.loads((run_dir / METRICS_FILE).read_text()).get("epochs") == epochs
-    except (OSError, ValueError, AttributeError):
+        return read_metrics(run_dir).get("epochs") == epochs
+    except ValueError:
         return False
 
 
@@ -375,16 +375,24 @@ class LoadedRun:
     directory: Path
 
     def metrics(self) -> dict:
-        path = self.directory / METRICS_FILE
-        if not path.is_file():
-            return {}
-        try:
-            metrics = json.loads(path.read_text())
-        except (OSError, ValueError) as err:  # ValueError: bad JSON or bad UTF-8
-            raise ValueError(f"{str(path)!r} is not a readable metrics file ({err}); remove it") from err
-        if not isinstance(metrics, dict):
-            raise ValueError(f"{str(path)!r} must hold a JSON object, got {type(metrics).__name__}")
-        return metrics
+        return read_metrics(self.directory)
+
+
+def read_metrics(run_dir) -> dict:
+    """``run_dir``'s metrics.json as a dict, ``{}`` where there is none (an unfinished run).
+
+    Raises ``ValueError`` for a file that is not a readable JSON object.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError) as err:  # ValueError: bad JSON or bad UTF-8
+        raise ValueError(f"{str(path)!r} is not a readable metrics file ({err}); remove it") from err
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{str(path)!r} must hold a JSON object, got {type(metrics).__name__}")
+    return metrics
 
 
 def load_run(run_dir, device: str | None = None) -> LoadedRun:
