@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .datasets_files import load_fashion_mnist, load_frey, load_mnist, load_npz
-from .errors import check_choice, check_fraction, check_non_negative_int, check_positive_int
+from .errors import check_bool, check_choice, check_fraction, check_positive_int, check_seed
 
 BINARIZE_CHOICES = ("dynamic", "static", "none")
 
@@ -76,11 +76,8 @@ class DataConfig:
         check_choice("binarize", self.binarize, BINARIZE_CHOICES)
         check_fraction("test_fraction", self.test_fraction, allow_zero=False)
         check_fraction("val_fraction", self.val_fraction)
-        check_non_negative_int("split_seed", self.split_seed)
-        if self.split_seed > 2**31 - 1:  # the same range as TrainConfig.seed
-            raise ValueError(f"split_seed must be an integer in [0, {2**31 - 1}], got {self.split_seed}")
-        if not isinstance(self.download, bool):
-            raise TypeError(f"download must be True or False, got {self.download!r}")
+        check_seed("split_seed", self.split_seed)
+        check_bool("download", self.download)
         if hasattr(self.data_dir, "__fspath__"):  # a pathlib.Path: kept as a JSON-friendly str
             self.data_dir = str(self.data_dir.__fspath__())
         if self.data_dir is not None and not isinstance(self.data_dir, str):

@@ -35,6 +35,25 @@ def check_non_negative_int(name: str, value) -> int:
     return value
 
 
+#: The largest seed accepted: numpy's seeding limit (the evaluation also uses seed + 1).
+MAX_SEED = 2**31 - 1
+
+
+def check_seed(name: str, value) -> int:
+    """Return ``value`` if it is an int in ``[0, MAX_SEED]``, else raise."""
+    check_non_negative_int(name, value)
+    if value > MAX_SEED:
+        raise ValueError(f"{name} must be an integer in [0, {MAX_SEED}], got {value}")
+    return value
+
+
+def check_bool(name: str, value) -> bool:
+    """Return ``value`` if it is True or False (not 0/1 or a string), else raise ``TypeError``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def check_positive_float(name: str, value) -> float:
     """Return ``float(value)`` if it is a finite number > 0, else raise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -30,14 +30,13 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import (check_choice, check_non_negative_int, check_positive_float,
-                      check_positive_int)
+from ..errors import (check_bool, check_choice, check_non_negative_int, check_positive_float,
+                      check_positive_int, check_seed)
 from . import distributed
 from .evaluate import _elbo
 from .objectives import OBJECTIVES, build_objective, check_kl_weighting
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-MAX_SEED = 2**31 - 1
 
 
 @dataclass
@@ -97,12 +96,9 @@ class TrainConfig:
         check_positive_int("epochs", self.epochs)
         check_positive_int("batch_size", self.batch_size)
         check_positive_float("lr", self.lr)
-        check_non_negative_int("seed", self.seed)
-        if self.seed > MAX_SEED:  # numpy's seeding limit; the evaluation also uses seed + 1
-            raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed}")
-        for name in ("progress", "detect_anomaly"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        check_seed("seed", self.seed)
+        check_bool("progress", self.progress)
+        check_bool("detect_anomaly", self.detect_anomaly)
         check_choice("dtype", self.dtype, DTYPES)
         check_non_negative_int("eval_every", self.eval_every)
         check_choice("objective", self.objective, OBJECTIVES)
