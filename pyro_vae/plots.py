@@ -38,6 +38,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from .errors import check_choice, check_positive_int  # noqa: E402
+from .inference.evaluate import ACTIVE_UNIT_THRESHOLD, kl_to_standard_normal  # noqa: E402
+from .models.base import labels_for  # noqa: E402
 
 #: Resolution of every PNG written here (pixels per inch).
 DPI = 100
@@ -74,8 +76,9 @@ KIND_OPTIONS: dict[str, tuple[str, ...]] = {
 
 LATENT_METHODS = ("pca", "tsne")
 
-#: Burda et al. (2016): a latent dimension is active when Cov_x(E_q[z_d | x]) exceeds this.
-ACTIVE_THRESHOLD = 0.01
+#: A latent dimension is active when Cov_x(E_q[z_d | x]) exceeds this: the evaluation's own
+#: threshold (:data:`pyro_vae.inference.evaluate.ACTIVE_UNIT_THRESHOLD`), under the plots' name.
+ACTIVE_THRESHOLD = ACTIVE_UNIT_THRESHOLD
 
 
 # --------------------------------------------------------------------------- what a model can do
@@ -175,10 +178,6 @@ def check_applicable(kind: str, model, data=None) -> str:
 # --------------------------------------------------------------------------- figure data
 
 
-def _labels_for(model, y):
-    return y if getattr(model, "needs_labels", False) else None
-
-
 @torch.no_grad()
 def decode_mean(model, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """Mean images ``(n, D)`` of p(x | z) (p(x | z, y) for conditional models) for ``z`` ``(n, d)``."""
@@ -196,7 +195,7 @@ def decode_mean(model, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.
 @torch.no_grad()
 def encode_means(model, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1000) -> torch.Tensor:
     """Encoder means ``(n, latent_dim)`` of ``x``, in batches (labels passed to conditional models)."""
-    y = _labels_for(model, y)
+    y = labels_for(model, y)
     parts = [model.encode(x[i:i + batch_size], None if y is None else y[i:i + batch_size])
              for i in range(0, x.shape[0], batch_size)]
     return torch.cat(parts)
@@ -257,7 +256,7 @@ def interpolate(model, x_a, x_b, steps: int = 10, y: torch.Tensor | None = None)
     Conditional models get the labels ``y`` ``(p,)`` of the pairs (both ends share a label).
     """
     check_positive_int("steps", steps)
-    y = _labels_for(model, y)
+    y = labels_for(model, y)
     z_a, z_b = model.encode(x_a, y), model.encode(x_b, y)  # (p, d)
     t = torch.linspace(0, 1, steps, dtype=z_a.dtype, device=z_a.device)[None, :, None]
     z = (1 - t) * z_a[:, None] + t * z_b[:, None]  # (p, steps, d)
@@ -328,15 +327,15 @@ def kl_per_dimension(model, x, y=None) -> dict:
     standard normal: the ELBO's KL term when the prior is N(0, I). For other priors the KL
     does not split over dimensions, so this stays a per-dimension reference against N(0, 1)
     (``standard_prior`` says which case holds). ``activity[d]`` is the variance over ``x`` of
-    the encoder mean, ``active = activity > ACTIVE_THRESHOLD`` (Burda et al., 2016).
+    the encoder mean, ``active = activity > ACTIVE_THRESHOLD`` (Burda et al., 2015).
     """
     from .models.priors import StandardNormalPrior  # noqa: PLC0415
 
     if not has_posterior_scale(model):
         raise ValueError(f"{type(model).__name__} has no Normal posterior q(z | x) to take a KL of")
-    y = _labels_for(model, y)
+    y = labels_for(model, y)
     loc, scale = model.posterior(x, y)  # (n, d) each
-    kl = 0.5 * (loc.pow(2) + scale.pow(2) - 1) - scale.log()
+    kl = kl_to_standard_normal(loc, scale)
     activity = loc.var(dim=0)
     return {"kl": kl.mean(0), "activity": activity, "active": activity > ACTIVE_THRESHOLD,
             "standard_prior": isinstance(getattr(model, "prior", None), StandardNormalPrior)}
@@ -531,7 +530,7 @@ def plot_reconstructions(model, x, image_shape, path, y=None, n: int = 16):
     check_positive_int("n", n)
     x = x[:n]
     y = None if y is None else y[:n]
-    recon = model.reconstruct(x, _labels_for(model, y))
+    recon = model.reconstruct(x, labels_for(model, y))
     grid = image_grid(torch.cat([x, recon]), image_shape, ncols=x.shape[0])
     fig, (ax,) = _image_axes(grid.shape[:2], panel_width=min(9.0, max(4.0, 0.5 * x.shape[0])))
     _show(ax, grid, "inputs (top) / reconstructions (bottom)")

@@ -45,6 +45,7 @@ from .inference.evaluate import evaluate, latent_diagnostics
 from .inference.train import (DTYPES, Callback, TrainConfig, fit, resolve_device,
                               validate_training_data)
 from .models import LIKELIHOODS, MODELS
+from .models.base import labels_for
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, FIGURES_DIR = (
     "config.json", "metrics.json", "checkpoint.pt", "figures")
@@ -295,7 +296,7 @@ def _evaluate(model, data, config, num_samples) -> dict:
     # A fixed seed of its own, so the reported numbers do not depend on how training went.
     pyro.set_rng_seed(config.train.seed + 1)
     x, y = data.split("test")
-    test = evaluate(model, x, y if model.needs_labels else None, num_samples=num_samples,
+    test = evaluate(model, x, labels_for(model, y), num_samples=num_samples,
                     progress=config.train.progress,
                     pixel_max=data.pixel_max if data.binarize == "none" else None)
     latent = latent_diagnostics(model, x, y, x_train=data.x_train, y_train=data.y_train)

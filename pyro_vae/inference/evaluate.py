@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import check_positive_int
+from ..models.base import labels_for
 from .tracing import record_sites, scaled_log_prob, scored_sites
 
 
@@ -342,9 +343,19 @@ def bits_per_dim(log_likelihood_nats: float, data_dim: int, pixel_max: int = 255
     return (-log_likelihood_nats + data_dim * math.log(pixel_max)) / (data_dim * math.log(2))
 
 
+#: A latent dimension is active when the variance over x of its posterior mean exceeds this
+#: (Burda et al., 2015).
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+def kl_to_standard_normal(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """KL(N(loc, scale^2) || N(0, 1)) per coordinate, in closed form; the shape of ``loc``."""
+    return 0.5 * (loc ** 2 + scale ** 2 - 1) - torch.log(scale)
+
+
 @torch.no_grad()
 def latent_diagnostics(model, x, y=None, *, x_train=None, y_train=None,
-                       active_threshold: float = 0.01, max_train: int = 10000) -> dict:
+                       active_threshold: float = ACTIVE_UNIT_THRESHOLD, max_train: int = 10000) -> dict:
     """How a model uses its latent code, on data ``x``.
 
     Returns a dict with (where the model supports it):
@@ -359,12 +370,12 @@ def latent_diagnostics(model, x, y=None, *, x_train=None, y_train=None,
     Needs ``model.posterior(x, y) -> (loc, scale)`` for the first two and ``model.encode``
     for the last; entries a model cannot give are left out.
     """
-    labels_in = y if getattr(model, "needs_labels", False) else None
+    labels_in = labels_for(model, y)
     result: dict = {}
     if hasattr(model, "posterior") and getattr(model, "has_latents", True):
         loc, scale = model.posterior(x, labels_in)  # (n, latent_dim) each
         if scale is not None and bool((scale > 0).all()):
-            kl = 0.5 * (loc ** 2 + scale ** 2 - 1) - torch.log(scale)
+            kl = kl_to_standard_normal(loc, scale)
             result["kl_per_dim"] = kl.mean(0).tolist()
         variance = loc.var(0) if loc.shape[0] > 1 else torch.zeros_like(loc[0])
         result["latent_variance"] = variance.tolist()
@@ -372,7 +383,7 @@ def latent_diagnostics(model, x, y=None, *, x_train=None, y_train=None,
         result["latent_dim"] = int(loc.shape[-1])
     if y is not None and x_train is not None and y_train is not None:
         try:
-            train_codes = model.encode(x_train[:max_train], _labels(model, y_train[:max_train]))
+            train_codes = model.encode(x_train[:max_train], labels_for(model, y_train[:max_train]))
             test_codes = model.encode(x, labels_in)
         except NotImplementedError:
             return result
@@ -385,7 +396,3 @@ def latent_diagnostics(model, x, y=None, *, x_train=None, y_train=None,
         result["classifier_accuracy"] = float(
             classifier.score(test_codes.cpu().double().numpy(), y.cpu().numpy()))
     return result
-
-
-def _labels(model, y):
-    return y if getattr(model, "needs_labels", False) else None

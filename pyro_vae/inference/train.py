@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from ..errors import (check_bool, check_choice, check_non_negative_int, check_positive_float,
                       check_positive_int, check_seed)
+from ..models.base import labels_for
 from . import distributed
 from .evaluate import _elbo
 from .objectives import OBJECTIVES, build_objective, check_kl_weighting
@@ -313,7 +314,7 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
         # optimizer owns the parameters): both would cost time at every step.
         with pyro.validation_enabled(False), anomaly, model.optimized_by_torch():
             for x, y in bar:
-                y = y if model.needs_labels else None
+                y = labels_for(model, y)
                 loss = loss_fn(x, y)  # sum over the batch of -objective
                 optimizer.zero_grad(set_to_none=True)
                 try:
@@ -360,7 +361,7 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
         record = {"epoch": epoch, "train_elbo": -losses.sum().item() / n_seen}
         if config.eval_every and (epoch % config.eval_every == 0 or epoch == config.epochs):
             model.eval()
-            y_eval = y_test if model.needs_labels else None
+            y_eval = labels_for(model, y_test)
             if world > 1:  # each rank scores its shard of the test set; the mean is global
                 record["test_elbo"] = distributed.sharded_mean(
                     lambda xs, ys: _test_elbo(model, xs, ys).per_example, x_test, y_eval)

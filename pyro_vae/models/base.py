@@ -26,6 +26,14 @@ import torch
 from torch import nn
 
 
+def labels_for(model, y):
+    """``y`` where ``model`` conditions on labels (``needs_labels``), else None.
+
+    Data sets carry labels whether or not a model uses them; this is what a model is given.
+    """
+    return y if getattr(model, "needs_labels", False) else None
+
+
 def data_plate(x: torch.Tensor):
     """``pyro.plate("data", len(x))`` with its indices on ``x``'s device.
 
