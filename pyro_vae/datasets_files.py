@@ -332,7 +332,8 @@ def _npz_images(path: Path, key: str, x: np.ndarray) -> tuple[np.ndarray, tuple[
     if x.dtype == np.uint8:  # scaled by 1/255 (RawData.pixel_max) for the rows kept
         return flat, image_shape
     if x.dtype == np.bool_ or np.issubdtype(x.dtype, np.floating):
-        return flat.astype(np.float32), image_shape
+        with np.errstate(over="ignore"):  # beyond float32: Inf, refused by load_dataset's check
+            return flat.astype(np.float32), image_shape
     raise ValueError(
         f"{path}: {key} has dtype {x.dtype}; store uint8 (0..255, scaled by 1/255), bool, or "
         f"floats in [0, 1]"
