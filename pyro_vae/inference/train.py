@@ -320,9 +320,10 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
                 try:
                     (loss / x.shape[0]).backward()
                 except RuntimeError as err:
-                    if not config.detect_anomaly:
+                    # Anomaly mode raises at the first backward operation that returns NaN;
+                    # any other error (out of memory, a device fault) goes up as it is.
+                    if not (config.detect_anomaly and "returned nan values" in str(err)):
                         raise
-                    # Anomaly mode raises at the first backward operation that returns NaN.
                     raise NonFiniteLossError(
                         f"non-finite gradient at epoch {epoch}, step {len(step_losses) + 1} of the "
                         f"epoch (global step {state.step + len(step_losses) + 1}): "
