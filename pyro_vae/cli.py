@@ -47,6 +47,14 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+def _seed_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,1,2, got {text!r}")
+    return values
+
+
 def _int_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
@@ -67,10 +75,17 @@ def _add_train_parser(sub) -> None:
 
 def _add_compare_parser(sub) -> None:
     p = sub.add_parser("compare", help="train and evaluate several models on the same data, same budget")
-    p.add_argument("--models", default="vae,ae,cvae,mixture,ppca",
-                   help="comma-separated models (ae: the VAE with a point-mass guide)")
+    p.add_argument("--models",
+                   help="comma-separated entries: a model (vae, cvae, mixture, ppca), ae (the VAE "
+                        "with a point-mass guide), or a named variant NAME=MODEL:key=value[:...], "
+                        "e.g. vamp=vae:prior=vamp,beta4=vae:beta=4 (default without --runs: "
+                        "vae,ae,cvae,mixture,ppca)")
     p.add_argument("--out", required=True, help="directory for the runs, summary.json and report.md")
-    p.add_argument("--runs", help="comma-separated finished run directories to reuse (named by directory)")
+    p.add_argument("--runs", help="comma-separated finished run directories to reuse, DIR or NAME=DIR "
+                                  "(named by their directory); entries with a run are not trained")
+    p.add_argument("--seeds", type=_seed_list,
+                   help="train each entry once per seed, e.g. 0,1,2: rows show the NLL's mean and "
+                        "standard deviation over seeds (default: --seed)")
     p.add_argument("--samples", type=int, dest="eval_samples",
                    help="importance samples of each log-likelihood (default: 1000)")
     _add_shared_options(p, eval_samples=False)
@@ -85,7 +100,12 @@ def _add_shared_options(p, eval_samples: bool = True) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--dtype", choices=sorted(DTYPES))
-    p.add_argument("--eval-every", type=int, help="test ELBO every N epochs (0: only at the end)")
+    p.add_argument("--eval-every", type=int,
+                   help="ELBO of the validation split (else the test split) every N epochs and at "
+                        "the last (default: 1; 0: never during training, so no model selection)")
+    p.add_argument("--patience", type=int,
+                   help="with --val-fraction: stop after N evaluations without a better validation "
+                        "ELBO (default: 0, never); the best epoch's parameters are kept (best.pt)")
     p.add_argument("--detect-anomaly", action="store_true",
                    help="locate the operation behind a NaN loss (torch anomaly mode; slow)")
     if eval_samples:
@@ -133,7 +153,8 @@ def _train_config(args) -> TrainConfig:
     return TrainConfig(**_set(
         {"progress": not args.no_progress}, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, device=args.device, dtype=args.dtype,
-        eval_every=args.eval_every, objective=args.objective, particles=args.particles,
+        eval_every=args.eval_every, patience=args.patience, objective=args.objective,
+        particles=args.particles,
         beta=args.beta, kl_warmup=args.kl_warmup, detect_anomaly=args.detect_anomaly or None))
 
 
@@ -143,7 +164,7 @@ def _run_train(args) -> dict:
     if args.resume:
         conflicting = [f"--{k.replace('_', '-')}" for k in (
             *MODEL_OPTIONS, "batch_size", "lr", "seed", "dtype", "objective", "particles",
-            "beta", "kl_warmup",
+            "beta", "kl_warmup", "patience",
             "binarize", "data_dir", "subset", "test_fraction", "val_fraction", "eval_samples",
             "model", "dataset", "eval_every", "out",
         ) if getattr(args, k) is not None] + [f"--{k}" for k in ("overwrite", "download") if getattr(args, k)]
@@ -165,14 +186,22 @@ def _run_train(args) -> dict:
 
 
 def _run_compare(args) -> list:
-    from .compare import CompareConfig, compare, reuse_runs  # noqa: PLC0415
+    from .compare import DEFAULT_ENTRIES, CompareConfig, compare, parse_entries, reuse_runs  # noqa: PLC0415
 
-    runs = reuse_runs(r for r in args.runs.split(",") if r) if args.runs else {}
-    entries = tuple(m for m in args.models.split(",") if m) or tuple(runs)
+    runs = {}
+    if args.runs is not None:
+        pieces = args.runs.split(",")
+        if any(not p.strip() for p in pieces):
+            raise UsageError(f"--runs {args.runs!r} has an empty item; give DIR[,DIR...] or NAME=DIR")
+        runs = reuse_runs(p.strip() for p in pieces)
+    if args.models is not None:
+        entries = tuple(parse_entries(args.models))
+    else:
+        entries = () if runs else DEFAULT_ENTRIES
     options = _set({}, **{field: getattr(args, flag) for flag, field in MODEL_OPTIONS.items()})
     config = CompareConfig(**_set({"entries": entries, "data": _data_config(args),
                                    "train": _train_config(args), "model_options": options},
-                                  eval_samples=args.eval_samples))
+                                  eval_samples=args.eval_samples, seeds=args.seeds))
     return compare(config, args.out, runs=runs, overwrite=args.overwrite)
 
 

@@ -12,6 +12,12 @@ Binarization (for Bernoulli likelihoods) follows the literature's protocol:
 - ``static``: the training set too is binarized once;
 - ``none``: grey levels are kept (for continuous likelihoods).
 
+One test set per data definition: each split is binarized by a generator of its own, seeded
+from ``(split_seed, split name)``, so the binary test set depends only on the data set, its
+split (``test_fraction``, ``split_seed``) and that seed, never on the training binarization
+mode, ``val_fraction`` or ``subset``. Runs on the same definition are scored on the same
+tensor, which :func:`pyro_vae.inference.evaluate.fingerprint` identifies.
+
 Example
 -------
 >>> from pyro_vae.data import DataConfig, load_dataset
@@ -243,27 +249,40 @@ def load_dataset(config: DataConfig | None = None) -> Dataset:
             f"test={x_test.shape[0]}); it needs at least 2 examples"
         )
 
-    # One-off binarizations with their own seeded generator, independent of training's RNG.
-    gen = torch.Generator().manual_seed(config.split_seed + 1)
-
-    def to_tensor(a, binarize_once):
+    def to_tensor(a, split, binarize_once):
         t = torch.from_numpy(_unit_float32(a, raw.pixel_max))
-        return torch.bernoulli(t, generator=gen) if binarize_once else t
+        if not binarize_once:
+            return t
+        # One generator per split, independent of training's RNG and of the other splits.
+        return torch.bernoulli(t, generator=split_generator(config.split_seed, split))
 
     binarize_eval = config.binarize != "none"
     return Dataset(
         name=config.name,
         image_shape=tuple(raw.image_shape),
-        x_train=to_tensor(x_train, config.binarize == "static"),
+        x_train=to_tensor(x_train, "train", config.binarize == "static"),
         y_train=_label_tensor(y_train),
-        x_val=to_tensor(x_val, binarize_eval),
+        x_val=to_tensor(x_val, "val", binarize_eval),
         y_val=_label_tensor(y_val),
-        x_test=to_tensor(x_test, binarize_eval),
+        x_test=to_tensor(x_test, "test", binarize_eval),
         y_test=_label_tensor(y_test),
         num_classes=raw.num_classes,
         binarize=config.binarize,
         pixel_max=raw.pixel_max,
     )
+
+
+#: Stream numbers of the per-split generators (see :func:`split_generator`).
+_SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2, "probe": 3}
+
+
+def split_generator(split_seed: int, split: str) -> torch.Generator:
+    """A CPU generator for the one-off draws of ``split``, a pure function of both arguments.
+
+    ``probe`` is the stream that binarizes the training images the latent probe encodes.
+    """
+    state = np.random.SeedSequence([split_seed, _SPLIT_STREAMS[split]]).generate_state(2)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 def _unit_float32(a: np.ndarray, pixel_max: int) -> np.ndarray:

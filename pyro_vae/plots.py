@@ -488,7 +488,11 @@ def _seeded(seed: int | None, device=None):
 
 
 def plot_curves(history: list, path, metrics: dict | None = None):
-    """Train and test ELBO per epoch (nats per example); the final test log-likelihood if known.
+    """Training curve and validation/test ELBO per epoch (nats per example); the final test
+    log-likelihood if known.
+
+    The training curve is labelled "training objective" when the run optimized something other
+    than the ELBO (beta, KL warm-up, IWAE: the history key ``train_objective``).
 
     ``metrics`` is a run's ``metrics.json``: its ``test`` object adds the final importance-sampled
     (or exact) log-likelihood as a point at the last epoch. For a model without latent variables
@@ -499,12 +503,18 @@ def plot_curves(history: list, path, metrics: dict | None = None):
     epochs = [h["epoch"] for h in history]
     test = (metrics or {}).get("test") or {}
     if history:
-        # A model without latents has an empty guide: its ELBO is its exact log-likelihood.
-        name = "train log p(x) (exact ELBO)" if test.get("exact") else "train ELBO"
-        ax.plot(epochs, [h["train_elbo"] for h in history], label=name)
-    tested = [h for h in history if h.get("test_elbo") is not None]
-    if tested:
-        ax.plot([h["epoch"] for h in tested], [h["test_elbo"] for h in tested], "o-", ms=3, label="test ELBO")
+        if "train_objective" in history[0]:  # beta, warm-up or IWAE: not the ELBO
+            key, name = "train_objective", "training objective (weighted or IWAE: not the ELBO)"
+        else:  # a model without latents has an empty guide: its ELBO is its exact log-likelihood
+            key, name = "train_elbo", "train log p(x) (exact ELBO)" if test.get("exact") else "train ELBO"
+        ax.plot(epochs, [h[key] for h in history], label=name)
+    for key, label in (("val_elbo", "validation ELBO"), ("test_elbo", "test ELBO")):
+        scored = [h for h in history if h.get(key) is not None]
+        if scored:
+            ax.plot([h["epoch"] for h in scored], [h[key] for h in scored], "o-", ms=3, label=label)
+    best = (metrics or {}).get("best_epoch")
+    if best is not None:
+        ax.axvline(best, color="0.6", ls=":", lw=1, label=f"best validation epoch ({best})")
     logged = [h for h in history if h.get("test_log_likelihood") is not None]
     if logged:
         ax.plot([h["epoch"] for h in logged], [h["test_log_likelihood"] for h in logged], "s-", ms=3,

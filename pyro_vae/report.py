@@ -259,15 +259,39 @@ def summary_section(runs) -> Section:
     return Section("Summary", table_html(header, rows) + note)
 
 
+def comparison_section(rows: list[dict]) -> Section:
+    """The ranking of ``pyro-vae compare``: NLL, paired difference to the group's best, seeds."""
+    from .compare.tables import group_of, paired_cell, ranked, seeds_cell  # noqa: PLC0415
+
+    table = []
+    for group in ("discrete", "conditional", "density"):
+        for r in ranked([r for r in rows if group_of(r) == group]):
+            nll = None if r["log_likelihood"] is None else -r["log_likelihood"]
+            table.append([group, r["name"], r["model"], nll, r.get("log_likelihood_stderr"),
+                          paired_cell(r), seeds_cell(r),
+                          "exact" if r["exact"] else r.get("log_likelihood_samples"),
+                          r["num_examples"], r["epochs"]])
+    header = ["ranking", "entry", "model", "NLL", "s.e.", "vs best (paired, nats)",
+              "NLL over seeds", "K", "test examples", "epochs"]
+    note = ('<p class="note">Every row was scored on the same test set (one fingerprint). '
+            '"vs best": the paired difference of NLL to the best row of the same ranking, per '
+            'test example, ± its standard error; (n.s.): within two standard errors.</p>')
+    return Section("Comparison", table_html(header, table) + note)
+
+
 def report_for_runs(run_dirs, out, *, title: str = "pyro-vae comparison", device: str | None = None,
-                    seed: int = 0) -> Path:
-    """Write one page about several runs: a summary table, then each run's sections."""
+                    seed: int = 0, comparison: list[dict] | None = None) -> Path:
+    """Write one page about several runs: a summary table, then each run's sections.
+
+    ``comparison``: the rows of :func:`pyro_vae.compare.compare`, shown as its ranking with
+    paired differences instead of the plain summary.
+    """
     from .runs import load_run  # noqa: PLC0415
 
     runs = [load_run(d, device) for d in run_dirs]
     if not runs:
         raise ValueError("run_dirs must name at least one run directory")
-    sections = [summary_section(runs)]
+    sections = [comparison_section(comparison) if comparison else summary_section(runs)]
     for run in runs:
         sections += run_sections(run, seed=seed, prefix=f"{run.directory.name}: ")
     out = Path(out)
@@ -278,6 +302,6 @@ def report_for_runs(run_dirs, out, *, title: str = "pyro-vae comparison", device
 
 __all__ = [
     "MAX_HISTORY_ROWS", "REPORT_FILE", "Section", "escape", "figure_html", "flatten", "format_value",
-    "key_value_table", "png_data_uri", "render_report", "report_for_run", "report_for_runs",
+    "comparison_section", "key_value_table", "png_data_uri", "render_report", "report_for_run", "report_for_runs",
     "run_sections", "summary_section", "table_html",
 ]

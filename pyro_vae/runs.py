@@ -6,8 +6,14 @@ A run directory holds
   versions), plain JSON: nothing in it is executed;
 - ``checkpoint.pt``: model and optimizer state, epoch, step, RNG states, written atomically
   after every epoch;
+- ``best.pt`` (with a validation split): the parameters of the epoch with the best
+  validation ELBO, written when that epoch ends; the final evaluation and every later
+  command use them;
 - ``metrics.json``: the training history and the ``test`` object of
-  :func:`pyro_vae.inference.evaluate.evaluate`;
+  :func:`pyro_vae.inference.evaluate.evaluate`, with ``test.test_set_sha256`` identifying
+  the test tensor it was scored on;
+- ``test_per_example.npz``: the per-example test ELBOs and log-likelihoods behind ``test``
+  (float64 arrays, loaded without pickle), for paired comparisons;
 - ``figures/``: PNGs of the training curve, reconstructions and samples.
 
 Launched by ``torchrun`` (data-parallel training, :mod:`pyro_vae.inference.distributed`),
@@ -27,28 +33,31 @@ Example
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import platform
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyro
 import torch
 
 from . import __version__
-from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from .data import DataConfig, Dataset, load_dataset
+from .checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint
+from .data import DataConfig, Dataset, load_dataset, split_generator
 from .errors import check_choice, check_positive_int
 from .inference import distributed
-from .inference.evaluate import evaluate, latent_diagnostics
-from .inference.train import (DTYPES, Callback, TrainConfig, fit, resolve_device,
-                              validate_training_data)
+from .inference.evaluate import evaluate_per_example, fingerprint, latent_diagnostics
+from .inference.train import (DTYPES, Callback, NonFiniteLossError, TrainConfig, fit,
+                              resolve_device, training_curve_key, validate_training_data)
 from .models import LIKELIHOODS, MODELS
 from .models.base import labels_for
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, FIGURES_DIR = (
     "config.json", "metrics.json", "checkpoint.pt", "figures")
+BEST_FILE, PER_EXAMPLE_FILE = "best.pt", "test_per_example.npz"
 
 # Training settings that may differ between a checkpoint and the run resuming it.
 _RESUMABLE_CHANGES = {"epochs", "device", "progress", "eval_every", "detect_anomaly"}
@@ -75,6 +84,9 @@ class RunConfig:
             self.model_config = dataclasses.asdict(self.model_config)
         self.model_config = dataclasses.asdict(self.model_config_object())
         check_positive_int("eval_samples", self.eval_samples)
+        if self.train.patience and not self.data.val_fraction:
+            raise ValueError(f"patience {self.train.patience} needs a validation split to watch; "
+                             f"give --val-fraction > 0")
         if self.train.objective == "iwae" and self.model_config.get("guide") == "delta":
             raise ValueError(
                 "--guide delta cannot be combined with --objective iwae: a point-mass guide has "
@@ -160,13 +172,26 @@ def _checkpoint_config(config: RunConfig) -> dict:
 
 
 class CheckpointCallback(Callback):
-    """Saves model, optimizer and training state atomically after every epoch."""
+    """Saves model, optimizer and training state atomically after every epoch.
+
+    An epoch with the best validation ELBO so far also writes its parameters to ``best.pt``,
+    before ``checkpoint.pt``: a process killed between the two resumes from the epoch before
+    and rewrites the same ``best.pt``.
+    """
 
     def __init__(self, run_dir: Path, config: RunConfig):
         self.path = Path(run_dir) / CHECKPOINT_FILE
+        self.best_path = Path(run_dir) / BEST_FILE
         self.config = _checkpoint_config(config)
 
     def on_epoch_end(self, model, state):
+        if state.improved:
+            save_checkpoint(self.best_path, {
+                "model": model.state_dict(),
+                "epoch": state.epoch,
+                "config": json.dumps(self.config, sort_keys=True),
+                "versions": _versions(),
+            })
         save_checkpoint(self.path, {
             "model": model.state_dict(),
             "train_state": state.state_dict(),
@@ -190,7 +215,7 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
         probe.unlink()
     except OSError as err:
         raise ValueError(f"output directory {str(out_dir)!r} is not writable ({err.strerror})") from err
-    for stale in (CHECKPOINT_FILE, METRICS_FILE):
+    for stale in (CHECKPOINT_FILE, BEST_FILE, METRICS_FILE, PER_EXAMPLE_FILE):
         (out_dir / stale).unlink(missing_ok=True)
     shutil.rmtree(out_dir / FIGURES_DIR, ignore_errors=True)
 
@@ -233,6 +258,13 @@ def resume_run(out_dir, epochs: int | None = None, *, device: str | None = None,
         )
     checkpoint = _load_run_checkpoint(out_dir, config)
     done = int(checkpoint["train_state"]["epoch"])
+    selection = checkpoint["train_state"].get("selection") or {}
+    if selection.get("stopped_early") and _is_complete(out_dir, done):
+        raise ValueError(
+            f"the run in {str(out_dir)!r} stopped early at epoch {done} (no better validation "
+            f"ELBO for {config.train.patience} evaluations) and is complete; nothing to resume")
+    if selection.get("best_epoch") is not None:
+        checkpoint["train_state"]["best_model"] = _load_best(out_dir, config)["model"]
     changes = {"device": device} if device is not None else {}
     if detect_anomaly is not None:
         changes["detect_anomaly"] = detect_anomaly
@@ -240,7 +272,9 @@ def resume_run(out_dir, epochs: int | None = None, *, device: str | None = None,
         check_positive_int("epochs", epochs)
         changes["epochs"] = epochs
     config.train = dataclasses.replace(config.train, **changes)
-    if config.train.epochs < done or (config.train.epochs == done and _is_complete(out_dir, done)):
+    stopped = bool(selection.get("stopped_early"))
+    if not stopped and (config.train.epochs < done
+                        or (config.train.epochs == done and _is_complete(out_dir, done))):
         raise ValueError(
             f"epochs must exceed the {done} epochs the run in {str(out_dir)!r} has finished, "
             f"got {config.train.epochs}"
@@ -264,7 +298,7 @@ def _train_and_finish(config, out_dir, data, model, resume_state, callbacks) -> 
                 "steps": result.steps, "seconds": result.seconds, "history": result.history,
                 "test": None}
     data = data.to(device=model.device, dtype=model.dtype)
-    test = _evaluate(model, data, config, config.eval_samples)
+    test, per_example = _evaluate(model, data, config, config.eval_samples)
     metrics = {
         "model": config.model,
         "dataset": config.data.name,
@@ -272,9 +306,13 @@ def _train_and_finish(config, out_dir, data, model, resume_state, callbacks) -> 
         "steps": result.steps,
         "seconds": result.seconds,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "training_curve": training_curve_key(config.train),
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
         "history": result.history,
         "test": test,
     }
+    write_per_example(out_dir, per_example)
     from .plots import write_run_figures  # noqa: PLC0415  (matplotlib only when figures are drawn)
 
     write_run_figures(model, data, result.history, out_dir / FIGURES_DIR, metrics=metrics)
@@ -291,18 +329,82 @@ def _is_complete(run_dir: Path, epochs: int) -> bool:
         return False
 
 
-def _evaluate(model, data, config, num_samples) -> dict:
-    """The ``test`` object: likelihood figures and, where the model has a code, latent diagnostics."""
+#: Training images the latent probe encodes (a logistic regression on their codes).
+PROBE_TRAIN_EXAMPLES = 10000
+
+
+def _evaluate(model, data, config, num_samples) -> tuple[dict, dict]:
+    """The ``test`` object and its per-example values.
+
+    Likelihood figures, the test set's fingerprint and, where the model has a code, latent
+    diagnostics. A non-finite figure is divergence (:class:`NonFiniteLossError`).
+    """
     # A fixed seed of its own, so the reported numbers do not depend on how training went.
     pyro.set_rng_seed(config.train.seed + 1)
     x, y = data.split("test")
-    test = evaluate(model, x, labels_for(model, y), num_samples=num_samples,
-                    progress=config.train.progress,
-                    pixel_max=data.pixel_max if data.binarize == "none" else None)
-    latent = latent_diagnostics(model, x, y, x_train=data.x_train, y_train=data.y_train)
+    test, per_example = evaluate_per_example(
+        model, x, labels_for(model, y), num_samples=num_samples, progress=config.train.progress,
+        pixel_max=data.pixel_max if data.binarize == "none" else None)
+    bad = [key for key, values in per_example.items() if not bool(torch.isfinite(values).all())]
+    if bad:
+        raise NonFiniteLossError(
+            f"the final evaluation's {' and '.join(bad)} is not finite on the test set: the "
+            f"model diverged; nothing was written to metrics.json")
+    test["test_set_sha256"] = fingerprint(x, y)
+    # The probe's training images are binarized as the test images were (from a stream of
+    # their own), so it is trained and tested on the same kind of input.
+    x_probe = data.x_train[:PROBE_TRAIN_EXAMPLES]
+    if data.binarize == "dynamic":
+        noise = torch.rand(x_probe.shape, generator=split_generator(config.data.split_seed, "probe"))
+        x_probe = (noise.to(x_probe.device, x_probe.dtype) < x_probe).to(x_probe.dtype)
+    y_probe = None if data.y_train is None else data.y_train[:PROBE_TRAIN_EXAMPLES]
+    latent = latent_diagnostics(model, x, y, x_train=x_probe, y_train=y_probe)
     if latent:
         test["latent"] = latent
-    return test
+    return test, per_example
+
+
+def write_per_example(run_dir, per_example: dict) -> None:
+    """Write ``run_dir/test_per_example.npz`` atomically: float64 arrays of shape ``(n,)``."""
+    arrays = {key: values.cpu().numpy().astype(np.float64) for key, values in per_example.items()}
+
+    def write(handle):
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        handle.write(buffer.getvalue())
+
+    atomic_write_bytes(Path(run_dir) / PER_EXAMPLE_FILE, write)
+
+
+def read_per_example(run_dir, num_examples: int | None = None) -> dict:
+    """``run_dir``'s per-example test values: ``{"elbo": (n,), ["log_likelihood": (n,)]}``.
+
+    Loaded without pickle and checked against what :func:`write_per_example` writes (known
+    keys, float64 vectors of one length, finite, ``num_examples`` long where given); anything
+    else is a ``ValueError`` naming the file.
+    """
+    path = Path(run_dir) / PER_EXAMPLE_FILE
+    if not path.is_file():
+        raise ValueError(f"run {str(run_dir)!r} has no {PER_EXAMPLE_FILE} (written by pyro-vae "
+                         f"0.2 and later); run `pyro-vae evaluate {run_dir}` to create it")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except Exception as err:  # noqa: BLE001  (zip, zlib, numpy and OS errors of a damaged file)
+        raise ValueError(f"{str(path)!r} is not a readable per-example file ({type(err).__name__}: "
+                         f"{err}); run `pyro-vae evaluate {run_dir}` to rewrite it") from err
+    unknown = sorted(set(arrays) - {"elbo", "log_likelihood"})
+    if "elbo" not in arrays or unknown:
+        raise ValueError(f"{str(path)!r} must hold the arrays 'elbo' and optionally "
+                         f"'log_likelihood', got {sorted(arrays)}")
+    for key, values in arrays.items():
+        expected = num_examples if num_examples is not None else arrays["elbo"].shape[0]
+        if values.dtype != np.float64 or values.shape != (expected,):
+            raise ValueError(f"{str(path)!r}: {key!r} must be float64 of shape ({expected},), got "
+                             f"{values.dtype} {values.shape}")
+        if not np.isfinite(values).all():
+            raise ValueError(f"{str(path)!r}: {key!r} holds NaN or infinite values")
+    return arrays
 
 
 def read_config(run_dir) -> RunConfig:
@@ -324,9 +426,26 @@ def read_config(run_dir) -> RunConfig:
     return RunConfig.from_dict(raw)
 
 
-def _load_run_checkpoint(run_dir: Path, config: RunConfig, map_location="cpu") -> dict:
-    checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE, map_location=map_location,
-                                 required=("model", "train_state", "config"))
+def _recorded_best_epoch(run_dir: Path):
+    """metrics.json's ``best_epoch`` (None where absent or unreadable: other readers report that)."""
+    try:
+        return read_metrics(run_dir).get("best_epoch")
+    except ValueError:
+        return None
+
+
+def _load_best(run_dir: Path, config: RunConfig) -> dict:
+    """``best.pt``: the best validation epoch's parameters, checked like a checkpoint."""
+    if not (run_dir / BEST_FILE).is_file():
+        raise ValueError(f"run directory {str(run_dir)!r} selects its model on validation data "
+                         f"but has no {BEST_FILE}; rerun train with --overwrite")
+    return _load_run_checkpoint(run_dir, config, file=BEST_FILE, required=("model", "epoch", "config"))
+
+
+def _load_run_checkpoint(run_dir: Path, config: RunConfig, map_location="cpu", *,
+                         file: str = CHECKPOINT_FILE,
+                         required=("model", "train_state", "config")) -> dict:
+    checkpoint = load_checkpoint(run_dir / file, map_location=map_location, required=required)
     try:
         saved = json.loads(checkpoint["config"])
     except (TypeError, ValueError) as err:
@@ -397,11 +516,18 @@ def read_metrics(run_dir) -> dict:
 
 
 def load_run(run_dir, device: str | None = None) -> LoadedRun:
-    """Rebuild the model of ``run_dir`` from its config and checkpoint, on ``device``."""
+    """Rebuild the model of ``run_dir`` from its config and checkpoint, on ``device``.
+
+    The parameters are those the run was scored with: ``best.pt`` (the best validation
+    epoch) where the run has one, else the last checkpoint.
+    """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     target = resolve_device(device if device is not None else config.train.device)
-    checkpoint = _load_run_checkpoint(run_dir, config)
+    if (run_dir / BEST_FILE).exists() or _recorded_best_epoch(run_dir) is not None:
+        checkpoint = _load_best(run_dir, config)
+    else:
+        checkpoint = _load_run_checkpoint(run_dir, config)
     data = load_dataset(config.data)
     model = build_model(config, data, init=False)
     _restore_model(model, checkpoint, run_dir)
@@ -415,7 +541,8 @@ def evaluate_run(run_dir, num_samples: int | None = None, device: str | None = N
     run = load_run(run_dir, device)
     num_samples = run.config.eval_samples if num_samples is None else check_positive_int("samples", num_samples)
     metrics = run.metrics()  # read first: a damaged file is refused before the long evaluation
-    test = _evaluate(run.model, run.data, run.config, num_samples)
+    test, per_example = _evaluate(run.model, run.data, run.config, num_samples)
     metrics["test"] = test
+    write_per_example(run.directory, per_example)
     atomic_write_text(run.directory / METRICS_FILE, json.dumps(metrics, indent=2))
     return test

@@ -64,7 +64,7 @@ def test_runs_are_reused_not_retrained(comparison, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--models", "vae,gan"], "unknown model 'gan'; choose from: ae, cvae, mixture, ppca, vae"),
-    (["--models", "vae,vae"], "models lists an entry twice"),
+    (["--models", "vae,vae"], "models lists the entry name 'vae' twice"),
     (["--models", "vae", "--samples", "0"], "samples must be a positive integer"),
     (["--runs", "nowhere"], "is not a finished run"),
 ])
@@ -76,7 +76,7 @@ def test_bad_compare_input(argv, message, tmp_path, capsys):
 def test_cvae_is_marked_conditional_in_its_own_group():
     from pyro_vae.compare import render_markdown
 
-    row = {"name": "cvae", "run_dir": "/nowhere", "parameters": 10, "seconds": 1.0, "epochs": 1,
+    row = {"name": "cvae", "model": "cvae", "run_dir": "/nowhere", "parameters": 10, "seconds": 1.0, "epochs": 1,
            "dataset": "digits", "num_examples": 5, "log_likelihood": -20.0, "log_likelihood_stderr": 0.1,
            "log_likelihood_samples": 10, "elbo": -21.0, "elbo_stderr": 0.1, "exact": False, "bound": True,
            "conditional": True, "discrete": True}

@@ -24,6 +24,7 @@ torch.Size([8])
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import math
 import sys
 from contextlib import nullcontext
@@ -50,9 +51,35 @@ class Estimate:
         return self.per_example.mean().item()
 
     @property
-    def stderr(self) -> float:
+    def stderr(self) -> float | None:
+        """Standard error of the mean; None for a single example (it has none)."""
         n = self.per_example.numel()
-        return self.per_example.std().item() / math.sqrt(n) if n > 1 else float("nan")
+        return self.per_example.std().item() / math.sqrt(n) if n > 1 else None
+
+
+def fingerprint(x: torch.Tensor, y: torch.Tensor | None = None) -> str:
+    """SHA-256 (hex) of a test set: the values of ``x`` (and labels ``y``), whatever their dtype.
+
+    ``x`` is hashed as float64 (exact for float32 and float16 values), ``y`` as int64, with
+    their shapes, so the same test tensor gives the same fingerprint on any device and in any
+    floating dtype, and two runs scored on the same data definition carry the same one.
+
+    Example
+    -------
+    >>> import torch
+    >>> x = torch.tensor([[0.0, 1.0]])
+    >>> fingerprint(x) == fingerprint(x.double()) != fingerprint(1 - x)
+    True
+    """
+    digest = hashlib.sha256(b"pyro-vae test set v1;")
+    values = x.detach().to(device="cpu", dtype=torch.float64).contiguous()
+    digest.update(f"x{tuple(values.shape)};".encode())
+    digest.update(values.numpy().tobytes())
+    if y is not None:
+        labels = y.detach().to(device="cpu", dtype=torch.int64).contiguous()
+        digest.update(f"y{tuple(labels.shape)};".encode())
+        digest.update(labels.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _with_sample_plate(fn, num_samples: int, device: torch.device):
@@ -291,7 +318,22 @@ def evaluate(model, x, y=None, *, num_samples: int = 1000, elbo_samples: int = 1
     ``num_examples`` and, for densities over grey levels whose integer scale ``pixel_max`` is
     given (255 for 8-bit images), ``bits_per_dim``. Values are nats per example (log
     scale, higher is better); ``log_likelihood`` is ``None`` when the model has no estimate
-    (a point-mass guide).
+    (a point-mass guide), a standard error ``None`` for a single example.
+    :func:`evaluate_per_example` also returns the per-example values.
+    """
+    return evaluate_per_example(model, x, y, num_samples=num_samples, elbo_samples=elbo_samples,
+                                batch_size=batch_size, sample_chunk=sample_chunk,
+                                progress=progress, pixel_max=pixel_max)[0]
+
+
+def evaluate_per_example(model, x, y=None, *, num_samples: int = 1000, elbo_samples: int = 1,
+                         batch_size: int = 100, sample_chunk: int = 100, progress: bool = False,
+                         pixel_max: int | None = None) -> tuple[dict, dict]:
+    """:func:`evaluate`'s ``test`` object and the per-example values behind it.
+
+    The second item maps ``"elbo"`` and (where the model has an estimate)
+    ``"log_likelihood"`` to float64 CPU tensors of shape ``(n,)``: what paired comparisons
+    of two models on the same test set need.
     """
     _check_counts(num_samples, batch_size, sample_chunk)
     check_positive_int("elbo_samples", elbo_samples)
@@ -313,14 +355,16 @@ def evaluate(model, x, y=None, *, num_samples: int = 1000, elbo_samples: int = 1
             "discrete": is_discrete(model),
             "num_examples": int(x.shape[0]),
         }
+        per_example = {"elbo": elbo_est.per_example.detach().to("cpu", torch.float64)}
         if model.is_bound:
             with torch.no_grad():
                 ll = _log_likelihood(model, x, y, num_samples, batch_size, sample_chunk, progress)
             result.update(log_likelihood=ll.mean, log_likelihood_stderr=ll.stderr,
                           log_likelihood_samples=ll.num_samples)
+            per_example["log_likelihood"] = ll.per_example.detach().to("cpu", torch.float64)
             if not result["discrete"] and pixel_max is not None:
                 result["bits_per_dim"] = bits_per_dim(ll.mean, x.shape[-1], pixel_max)
-        return result
+        return result, per_example
     finally:
         model.train(was_training)
 
@@ -365,7 +409,11 @@ def latent_diagnostics(model, x, y=None, *, x_train=None, y_train=None,
     - ``active_units``: the number of dimensions with ``Cov_x(E_q[z_d | x]) > active_threshold``
       (Burda et al. 2015), and ``latent_variance`` (that covariance per dimension);
     - ``classifier_accuracy``: test accuracy of a logistic regression (scikit-learn) trained on
-      the latent means of ``x_train`` and scored on those of ``x``, where labels exist.
+      the latent means of ``x_train`` and scored on those of ``x``, where labels exist. Pass
+      ``x_train`` binarized as ``x`` was, so the probe is trained and tested on the same kind
+      of input. It is None, with the reason in ``classifier_note``, for a model whose guide
+      reads the label (``guide_reads_labels``, the CVAE): its codes would carry the class
+      itself, and the accuracy would measure the label, not the representation.
 
     Needs ``model.posterior(x, y) -> (loc, scale)`` for the first two and ``model.encode``
     for the last; entries a model cannot give are left out.
@@ -382,6 +430,11 @@ def latent_diagnostics(model, x, y=None, *, x_train=None, y_train=None,
         result["active_units"] = int((variance > active_threshold).sum())
         result["latent_dim"] = int(loc.shape[-1])
     if y is not None and x_train is not None and y_train is not None:
+        if getattr(model, "guide_reads_labels", False):
+            result["classifier_accuracy"] = None
+            result["classifier_note"] = ("not computed: the guide q(z|x,c) reads the label, so "
+                                         "its codes would reveal the class they were given")
+            return result
         try:
             train_codes = model.encode(x_train[:max_train], labels_for(model, y_train[:max_train]))
             test_codes = model.encode(x, labels_in)

@@ -22,8 +22,9 @@ Example
 
 from __future__ import annotations
 
+import math
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import pyro
@@ -60,7 +61,9 @@ class TrainConfig:
     dtype : str
         ``float32`` or ``float64``.
     eval_every : int
-        Compute the test ELBO every this many epochs (0: never during training).
+        Score the validation split (or, without one, the test split) with the ELBO every
+        this many epochs and at the last epoch; 0: never during training (then no model
+        selection either: the last parameters are kept).
     objective : str
         A name in :data:`pyro_vae.inference.objectives.OBJECTIVES`.
     particles : int
@@ -77,6 +80,9 @@ class TrainConfig:
         Run under ``torch.autograd.set_detect_anomaly(True)``: the backward pass stops at the
         first operation that produces NaN and reports where it was computed (slow; for
         debugging a non-finite loss).
+    patience : int
+        With a validation split: stop after this many evaluations in a row without a better
+        validation ELBO (0: never stop early). Needs ``eval_every > 0``.
     """
 
     epochs: int = 20
@@ -92,6 +98,7 @@ class TrainConfig:
     kl_warmup: int = 0
     progress: bool = True
     detect_anomaly: bool = False
+    patience: int = 0
 
     def __post_init__(self):
         check_positive_int("epochs", self.epochs)
@@ -102,6 +109,10 @@ class TrainConfig:
         check_bool("detect_anomaly", self.detect_anomaly)
         check_choice("dtype", self.dtype, DTYPES)
         check_non_negative_int("eval_every", self.eval_every)
+        check_non_negative_int("patience", self.patience)
+        if self.patience and not self.eval_every:
+            raise ValueError(f"patience {self.patience} counts evaluations, but eval_every is 0 "
+                             f"(no evaluation during training); give eval_every >= 1")
         check_choice("objective", self.objective, OBJECTIVES)
         check_positive_int("particles", self.particles)
         self.beta, self.kl_warmup = check_kl_weighting(self.beta, self.kl_warmup)
@@ -135,7 +146,11 @@ def _checkpoint_note(state: "TrainState") -> str:
 
 
 class Callback:
-    """Hooks into :func:`fit`. ``state`` is the :class:`TrainState` after the epoch."""
+    """Hooks into :func:`fit`. ``state`` is the :class:`TrainState` after the epoch.
+
+    ``state.improved`` says whether this epoch's validation ELBO is the best so far (its
+    parameters are the ones :func:`fit` ends with).
+    """
 
     def on_epoch_end(self, model, state: "TrainState") -> None:
         pass
@@ -153,6 +168,27 @@ class TrainState:
     step: int = 0  # finished optimizer steps
     seconds: float = 0.0  # training time so far (evaluation included)
     history: list = field(default_factory=list)
+    # Model selection on the validation ELBO (None/0 without a validation split).
+    best_epoch: int | None = None
+    best_score: float | None = None
+    evaluations_since_best: int = 0
+    stopped_early: bool = False
+    # The best epoch's parameters (CPU copies). Not in state_dict(): a run directory keeps
+    # them in their own file (best.pt) and passes them back as resume_state["best_model"].
+    best_model: dict | None = None
+
+    @property
+    def improved(self) -> bool:
+        """Whether the epoch just finished is the best so far on the validation split."""
+        return self.best_epoch is not None and self.best_epoch == self.epoch
+
+    def consider(self, model, epoch: int, score: float) -> None:
+        """Record the validation ELBO ``score`` of ``epoch``; keep the parameters if it is the best."""
+        if self.best_score is None or score > self.best_score:
+            self.best_epoch, self.best_score, self.evaluations_since_best = epoch, score, 0
+            self.best_model = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            self.evaluations_since_best += 1
 
     def state_dict(self) -> dict:
         """A dict of tensors and plain values (loadable with ``weights_only=True``)."""
@@ -166,6 +202,9 @@ class TrainState:
             "seconds": self.seconds,
             "history": self.history,
             "rng": rng,
+            "selection": {"best_epoch": self.best_epoch, "best_score": self.best_score,
+                          "evaluations_since_best": self.evaluations_since_best,
+                          "stopped_early": self.stopped_early},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -174,6 +213,12 @@ class TrainState:
         self.step = int(state["step"])
         self.seconds = float(state["seconds"])
         self.history = list(state["history"])
+        selection = state.get("selection") or {}  # absent in checkpoints of older versions
+        self.best_epoch = selection.get("best_epoch")
+        self.best_score = selection.get("best_score")
+        self.evaluations_since_best = int(selection.get("evaluations_since_best", 0))
+        self.stopped_early = bool(selection.get("stopped_early", False))
+        self.best_model = state.get("best_model")
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -188,13 +233,44 @@ class FitResult:
     steps: int
     seconds: float
     state: TrainState
+    best_epoch: int | None = None  # the epoch whose parameters the model ends with
+    stopped_early: bool = False
 
 
 @torch.no_grad()
-def _test_elbo(model, x, y):
-    """The single-sample ELBO of ``x`` with :func:`~pyro_vae.inference.evaluate.elbo`'s
-    defaults, without its input checks: fit validated and placed the test data once."""
-    return _elbo(model, x, y, num_samples=1, batch_size=1000, sample_chunk=100)
+def _held_out_elbo(model, x, y, world: int) -> float:
+    """The single-sample ELBO of ``x`` (validation or test) with
+    :func:`~pyro_vae.inference.evaluate.elbo`'s defaults, without its input checks: fit
+    validated and placed the data once. Under torchrun each rank scores its shard."""
+    def per_example(xs, ys):
+        return _elbo(model, xs, ys, num_samples=1, batch_size=1000, sample_chunk=100).per_example
+
+    if world > 1:
+        return distributed.sharded_mean(per_example, x, y)
+    return per_example(x, y).mean().item()
+
+
+@contextmanager
+def _evaluation_rng(seed: int, epoch: int, device: torch.device):
+    """A block whose random draws come from a stream of their own, a function of (seed, epoch).
+
+    Evaluation during training must not consume the training stream: otherwise evaluating
+    at one more epoch (a resumed run with another ``eval_every`` schedule, say) would change
+    every later batch and draw. The training stream is restored on exit.
+    """
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed((seed * 1_000_003 + epoch) % 2**63)
+        yield
+
+
+def training_curve_key(config: "TrainConfig") -> str:
+    """History key of the training curve: ``train_elbo`` only when the objective is the ELBO.
+
+    Under ``beta != 1``, a KL warm-up or the IWAE objective the quantity optimized is not
+    the ELBO, so it is recorded as ``train_objective``; the validation/test curves are ELBOs.
+    """
+    plain = config.objective in ("elbo", "meanfield") and config.beta == 1 and not config.kl_warmup
+    return "train_elbo" if plain else "train_objective"
 
 
 def build_optimizer(parameters, lr: float) -> torch.optim.Adam:
@@ -262,11 +338,21 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     Returns
     -------
     FitResult
-        ``history[i]`` is ``{"epoch", "train_elbo"[, "test_elbo"]}``: the epoch's average
-        training objective and, where evaluated, the test ELBO (nats per example).
+        ``history[i]`` is ``{"epoch", "train_elbo" | "train_objective"[, "val_elbo" |
+        "test_elbo"]}``: the epoch's average training objective (``train_elbo`` when it is
+        the ELBO, see :func:`training_curve_key`) and, where evaluated, the ELBO of the
+        validation split, or of the test split when there is no validation split (nats per
+        example).
 
     Notes
     -----
+    With a validation split (``data.x_val`` not empty), every evaluation scores it, the
+    parameters of the best validation ELBO are kept, training stops after
+    ``config.patience`` evaluations without improvement (if > 0), and the model ends with
+    the best parameters (``FitResult.best_epoch``); the test split is not looked at. A
+    non-finite validation/test ELBO is divergence (:class:`NonFiniteLossError`), raised
+    before callbacks see the epoch.
+
     Launched by ``torchrun`` with several processes, each trains on its shard of every epoch
     (``batch_size`` examples per process and step) and DistributedDataParallel averages the
     gradients; the history is global and the same on every rank. See
@@ -278,7 +364,13 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     world, main = distributed.world_size(), distributed.is_main_process()
     model.to(device=device, dtype=DTYPES[config.dtype])
     data = data.to(device=device, dtype=DTYPES[config.dtype])
-    x_test, y_test = data.split("test")
+    # Model selection on the validation split where there is one; else the test ELBO is logged.
+    selecting = data.x_val.shape[0] > 0
+    x_held, y_held = data.split("val" if selecting else "test")
+    held_key = "val_elbo" if selecting else "test_elbo"
+    if config.patience and not selecting:
+        raise ValueError(f"patience {config.patience} needs a validation split to watch; "
+                         f"give val_fraction > 0 (--val-fraction)")
     # Validate the data once here, so the hot path can run with validation off.
     validate_training_data(model, data)
 
@@ -294,7 +386,8 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
         pyro.set_rng_seed(config.seed)
 
     show_progress = config.progress and main  # other ranks draw no bar and read no loss
-    while state.epoch < config.epochs:
+    curve_key = training_curve_key(config)
+    while state.epoch < config.epochs and not state.stopped_early:
         started = time.perf_counter()
         epoch = state.epoch + 1
         objective.set_epoch(epoch)
@@ -359,23 +452,32 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
                 f"an operation with an unbounded derivative (sqrt or log near 0). "
                 f"{_checkpoint_note(state)}; rerun with --detect-anomaly to locate the operation"
             )
-        record = {"epoch": epoch, "train_elbo": -losses.sum().item() / n_seen}
+        record = {"epoch": epoch, curve_key: -losses.sum().item() / n_seen}
         if config.eval_every and (epoch % config.eval_every == 0 or epoch == config.epochs):
             model.eval()
-            y_eval = labels_for(model, y_test)
-            if world > 1:  # each rank scores its shard of the test set; the mean is global
-                record["test_elbo"] = distributed.sharded_mean(
-                    lambda xs, ys: _test_elbo(model, xs, ys).per_example, x_test, y_eval)
-            else:
-                record["test_elbo"] = _test_elbo(model, x_test, y_eval).mean
+            with _evaluation_rng(config.seed, epoch, device):
+                score = _held_out_elbo(model, x_held, labels_for(model, y_held), world)
+            if not math.isfinite(score):
+                raise NonFiniteLossError(
+                    f"non-finite {held_key.replace('_', ' ').replace('elbo', 'ELBO')} ({score}) "
+                    f"after epoch {epoch}: the model diverged; likely causes: a learning rate too "
+                    f"high (--lr) or a variance collapsing to zero. {_checkpoint_note(state)}")
+            record[held_key] = score
+            if selecting:
+                state.consider(model, epoch, score)
         state.epoch = epoch
         state.step += len(step_losses)
         state.history.append(record)
         state.seconds += time.perf_counter() - started
+        if config.patience and state.evaluations_since_best >= config.patience:
+            state.stopped_early = True  # recorded before the checkpoint, so resume knows
         for callback in callbacks if main else ():  # rank 0 alone checkpoints and logs
             callback.on_epoch_end(model, state)
+    if state.best_model is not None:  # end with the parameters that scored best on validation
+        model.load_state_dict(state.best_model)
     for callback in callbacks if main else ():
         callback.on_train_end(model, state)
     distributed.dump_rank_state(model)  # test hook; no-op unless distributed and asked for
     return FitResult(history=state.history, epochs=state.epoch, steps=state.step,
-                     seconds=state.seconds, state=state)
+                     seconds=state.seconds, state=state, best_epoch=state.best_epoch,
+                     stopped_early=state.stopped_early)

@@ -53,13 +53,16 @@ class GenerativeModel(nn.Module, ABC):
     - ``is_bound``: False when the objective is not a lower bound on log p(x) (a point-mass
       guide), so no log-likelihood is reported;
     - ``conditional``: True when the model scores log p(x | y) rather than log p(x);
-    - ``needs_labels``: True when ``model``/``guide`` require ``y``.
+    - ``needs_labels``: True when ``model``/``guide`` require ``y``;
+    - ``guide_reads_labels``: True when the guide's code depends on ``y`` (q(z | x, y)), so
+      the code of an example carries its label (no latent probe is reported for it).
     """
 
     has_latents: bool = True
     is_bound: bool = True
     conditional: bool = False
     needs_labels: bool = False
+    guide_reads_labels: bool = False
     #: Name under which ``pyro.module`` registers the parameters.
     pyro_name: str = "model"
     #: Whether ``model``/``guide`` register the parameters with Pyro's param store, so that

@@ -46,6 +46,7 @@ class CVAE(VAE):
 
     conditional = True
     needs_labels = True
+    guide_reads_labels = True  # q(z | x, c)
     pyro_name = "cvae"
 
     def __init__(self, data_dim: int, config: VAEConfig | None = None, num_classes: int | None = None):
