@@ -17,6 +17,7 @@ import json
 import sys
 
 from .data import BINARIZE_CHOICES, DataConfig
+from .errors import check_seed
 from .inference import distributed
 from .inference.train import DTYPES, NonFiniteLossError, TrainConfig
 
@@ -57,7 +58,7 @@ def _seed_list(text: str) -> tuple[int, ...]:
 
 def _int_list(text: str) -> tuple[int, ...]:
     try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
+        values = tuple(int(v) for v in text.split(","))  # an empty item (8,,4) is refused
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 400,200, got {text!r}")
     if not values or any(v <= 0 for v in values):
@@ -322,6 +323,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.command in ("sample", "plot", "report"):  # the same rule as train's --seed
+            check_seed("--seed", args.seed)
         if args.command != "train" and distributed.launched_by_torchrun():
             raise UsageError(f"only 'train' runs under torchrun (data-parallel training); run "
                              f"'{args.command}' as a single process")

@@ -33,31 +33,31 @@ Example
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import platform
-import shutil
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pyro
 import torch
 
 from . import __version__
-from .checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DataConfig, Dataset, load_dataset, split_generator
 from .errors import check_choice, check_positive_int
 from .inference import distributed
 from .inference.evaluate import evaluate_per_example, fingerprint, latent_diagnostics
 from .inference.train import (DTYPES, Callback, NonFiniteLossError, TrainConfig, fit,
-                              resolve_device, training_curve_key, validate_training_data)
+                              resolve_device, stored_device, training_curve_key,
+                              validate_training_data)
 from .models import LIKELIHOODS, MODELS
 from .models.base import labels_for
+from .rundir_lock import RunDirLock
+from .runfiles import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, FIGURES_DIR, METRICS_FILE,  # noqa: F401
+                       PER_EXAMPLE_FILE, check_out_dir, prepare_out_dir, read_config_json,
+                       read_metrics, read_per_example, write_config, write_metrics, write_per_example)
 
-CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, FIGURES_DIR = (
-    "config.json", "metrics.json", "checkpoint.pt", "figures")
-BEST_FILE, PER_EXAMPLE_FILE = "best.pt", "test_per_example.npz"
 
 # Training settings that may differ between a checkpoint and the run resuming it.
 _RESUMABLE_CHANGES = {"epochs", "device", "progress", "eval_every", "detect_anomaly"}
@@ -200,42 +200,26 @@ class CheckpointCallback(Callback):
         })
 
 
-def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"output directory {str(out_dir)!r} exists and is not a directory")
-    if (out_dir / CONFIG_FILE).exists() and not overwrite:
-        raise ValueError(
-            f"output directory {str(out_dir)!r} already holds a run; pass --overwrite to replace "
-            f"it or --resume {str(out_dir)!r} to continue it"
-        )
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise ValueError(f"output directory {str(out_dir)!r} is not writable ({err.strerror})") from err
-    for stale in (CHECKPOINT_FILE, BEST_FILE, METRICS_FILE, PER_EXAMPLE_FILE):
-        (out_dir / stale).unlink(missing_ok=True)
-    shutil.rmtree(out_dir / FIGURES_DIR, ignore_errors=True)
-
-
 def train_run(config: RunConfig, out_dir, *, overwrite: bool = False, callbacks=()) -> dict:
     """Train ``config`` into ``out_dir`` and return its metrics (also written to metrics.json)."""
     out_dir = Path(out_dir)
     # Under torchrun: join the process group; rank 0 alone downloads first and writes out_dir.
     distributed.setup(resolve_device(config.train.device))
+    main = distributed.is_main_process()
+    if main:  # everything that can be checked is, before anything in out_dir is replaced
+        check_out_dir(out_dir, overwrite)
     data = distributed.main_first(lambda: load_dataset(config.data))
     model = build_model(config, data)
-    validate_training_data(model, data)  # before anything in out_dir is replaced
+    validate_training_data(model, data)
 
     def prepare():
-        _prepare_out_dir(out_dir, overwrite)
-        atomic_write_text(out_dir / CONFIG_FILE, json.dumps(
-            {**config.to_dict(), "versions": _versions()}, indent=2))
+        prepare_out_dir(out_dir, overwrite)  # checks again, now under the lock
+        write_config(out_dir, {**config.to_dict(), "versions": _versions()})
 
-    distributed.on_main(prepare)
-    return _train_and_finish(config, out_dir, data, model, None, callbacks)
+    # Rank 0 holds the directory's lock while it writes (released if the process dies).
+    with RunDirLock(out_dir, create=True) if main else nullcontext():
+        distributed.on_main(prepare)
+        return _train_and_finish(config, out_dir, data, model, None, callbacks)
 
 
 def resume_run(out_dir, epochs: int | None = None, *, device: str | None = None,
@@ -250,6 +234,11 @@ def resume_run(out_dir, epochs: int | None = None, *, device: str | None = None,
     """
     out_dir = Path(out_dir)
     config = read_config(out_dir)
+    with RunDirLock(out_dir) if distributed.is_main_process() else nullcontext():
+        return _resume_locked(out_dir, config, epochs, device, detect_anomaly, callbacks)
+
+
+def _resume_locked(out_dir, config, epochs, device, detect_anomaly, callbacks) -> dict:
     if not (out_dir / CHECKPOINT_FILE).exists():
         raise ValueError(
             f"run directory {str(out_dir)!r} has no checkpoint yet (it stopped before its first "
@@ -284,8 +273,7 @@ def resume_run(out_dir, epochs: int | None = None, *, device: str | None = None,
     model = build_model(config, data, init=False)
     _restore_model(model, checkpoint, out_dir)
     # Rank 0 rewrites config.json once every rank has read it (on_main waits for all first).
-    distributed.on_main(lambda: atomic_write_text(out_dir / CONFIG_FILE, json.dumps(
-        {**config.to_dict(), "versions": _versions()}, indent=2)))
+    distributed.on_main(lambda: write_config(out_dir, {**config.to_dict(), "versions": _versions()}))
     return _train_and_finish(config, out_dir, data, model, checkpoint["train_state"], callbacks)
 
 
@@ -317,7 +305,7 @@ def _train_and_finish(config, out_dir, data, model, resume_state, callbacks) -> 
 
     write_run_figures(model, data, result.history, out_dir / FIGURES_DIR, metrics=metrics)
     # Written last: a metrics.json for the checkpoint's epoch marks the run as complete.
-    atomic_write_text(out_dir / METRICS_FILE, json.dumps(metrics, indent=2))
+    write_metrics(out_dir, metrics)
     return metrics
 
 
@@ -364,66 +352,15 @@ def _evaluate(model, data, config, num_samples) -> tuple[dict, dict]:
     return test, per_example
 
 
-def write_per_example(run_dir, per_example: dict) -> None:
-    """Write ``run_dir/test_per_example.npz`` atomically: float64 arrays of shape ``(n,)``."""
-    arrays = {key: values.cpu().numpy().astype(np.float64) for key, values in per_example.items()}
-
-    def write(handle):
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        handle.write(buffer.getvalue())
-
-    atomic_write_bytes(Path(run_dir) / PER_EXAMPLE_FILE, write)
-
-
-def read_per_example(run_dir, num_examples: int | None = None) -> dict:
-    """``run_dir``'s per-example test values: ``{"elbo": (n,), ["log_likelihood": (n,)]}``.
-
-    Loaded without pickle and checked against what :func:`write_per_example` writes (known
-    keys, float64 vectors of one length, finite, ``num_examples`` long where given); anything
-    else is a ``ValueError`` naming the file.
-    """
-    path = Path(run_dir) / PER_EXAMPLE_FILE
-    if not path.is_file():
-        raise ValueError(f"run {str(run_dir)!r} has no {PER_EXAMPLE_FILE} (written by pyro-vae "
-                         f"0.2 and later); run `pyro-vae evaluate {run_dir}` to create it")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except Exception as err:  # noqa: BLE001  (zip, zlib, numpy and OS errors of a damaged file)
-        raise ValueError(f"{str(path)!r} is not a readable per-example file ({type(err).__name__}: "
-                         f"{err}); run `pyro-vae evaluate {run_dir}` to rewrite it") from err
-    unknown = sorted(set(arrays) - {"elbo", "log_likelihood"})
-    if "elbo" not in arrays or unknown:
-        raise ValueError(f"{str(path)!r} must hold the arrays 'elbo' and optionally "
-                         f"'log_likelihood', got {sorted(arrays)}")
-    for key, values in arrays.items():
-        expected = num_examples if num_examples is not None else arrays["elbo"].shape[0]
-        if values.dtype != np.float64 or values.shape != (expected,):
-            raise ValueError(f"{str(path)!r}: {key!r} must be float64 of shape ({expected},), got "
-                             f"{values.dtype} {values.shape}")
-        if not np.isfinite(values).all():
-            raise ValueError(f"{str(path)!r}: {key!r} holds NaN or infinite values")
-    return arrays
-
-
 def read_config(run_dir) -> RunConfig:
     """Read and validate ``run_dir/config.json``."""
-    run_dir = Path(run_dir)
-    path = run_dir / CONFIG_FILE
-    if not run_dir.is_dir():
-        raise ValueError(f"run directory {str(run_dir)!r} does not exist")
-    if not path.is_file():
-        raise ValueError(f"run directory {str(run_dir)!r} has no {CONFIG_FILE}; is it a pyro-vae run?")
+    path = Path(run_dir) / CONFIG_FILE
     try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{str(path)!r} is not valid JSON ({err})") from err
-    except OSError as err:
-        raise ValueError(f"{str(path)!r} could not be read ({err.strerror})") from err
-    if isinstance(raw, dict):
-        raw.pop("versions", None)
-    return RunConfig.from_dict(raw)
+        return RunConfig.from_dict(read_config_json(run_dir))
+    except (ValueError, TypeError) as err:
+        if str(path) in str(err):
+            raise
+        raise type(err)(f"run configuration {str(path)!r}: {err}") from err
 
 
 def _recorded_best_epoch(run_dir: Path):
@@ -498,23 +435,6 @@ class LoadedRun:
         return read_metrics(self.directory)
 
 
-def read_metrics(run_dir) -> dict:
-    """``run_dir``'s metrics.json as a dict, ``{}`` where there is none (an unfinished run).
-
-    Raises ``ValueError`` for a file that is not a readable JSON object.
-    """
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return {}
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError) as err:  # ValueError: bad JSON or bad UTF-8
-        raise ValueError(f"{str(path)!r} is not a readable metrics file ({err}); remove it") from err
-    if not isinstance(metrics, dict):
-        raise ValueError(f"{str(path)!r} must hold a JSON object, got {type(metrics).__name__}")
-    return metrics
-
-
 def load_run(run_dir, device: str | None = None) -> LoadedRun:
     """Rebuild the model of ``run_dir`` from its config and checkpoint, on ``device``.
 
@@ -523,7 +443,7 @@ def load_run(run_dir, device: str | None = None) -> LoadedRun:
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    target = resolve_device(device if device is not None else config.train.device)
+    target = resolve_device(device) if device is not None else stored_device(config.train.device)
     if (run_dir / BEST_FILE).exists() or _recorded_best_epoch(run_dir) is not None:
         checkpoint = _load_best(run_dir, config)
     else:
@@ -538,11 +458,16 @@ def load_run(run_dir, device: str | None = None) -> LoadedRun:
 
 def evaluate_run(run_dir, num_samples: int | None = None, device: str | None = None) -> dict:
     """Evaluate a trained run on its test set, update its metrics.json, and return ``test``."""
-    run = load_run(run_dir, device)
-    num_samples = run.config.eval_samples if num_samples is None else check_positive_int("samples", num_samples)
-    metrics = run.metrics()  # read first: a damaged file is refused before the long evaluation
-    test, per_example = _evaluate(run.model, run.data, run.config, num_samples)
-    metrics["test"] = test
-    write_per_example(run.directory, per_example)
-    atomic_write_text(run.directory / METRICS_FILE, json.dumps(metrics, indent=2))
+    num_samples = None if num_samples is None else check_positive_int("samples", num_samples)
+    with RunDirLock(run_dir):
+        run = load_run(run_dir, device)
+        metrics = run.metrics()  # read first: a damaged file is refused before the long evaluation
+        if not metrics:
+            raise ValueError(f"run {str(run_dir)!r} has not finished training (no {METRICS_FILE}); "
+                             f"finish it with `pyro-vae train --resume {run_dir}`")
+        test, per_example = _evaluate(run.model, run.data, run.config,
+                                      num_samples or run.config.eval_samples)
+        metrics["test"] = test
+        write_per_example(run.directory, per_example)
+        write_metrics(run.directory, metrics)
     return test

@@ -401,7 +401,7 @@ def test_cli_refuses_checkpoint_with_wrong_weights_or_entries(run_copy, capsys):
 
 def test_cli_refuses_damaged_metrics_before_evaluating(run_copy, capsys):
     (run_copy / "metrics.json").write_text('{"history": [1, 2')
-    cli_error(capsys, ["evaluate", run_copy, "--samples", "2"], "metrics.json", "not a readable metrics file")
+    cli_error(capsys, ["evaluate", run_copy, "--samples", "2"], "metrics.json", "is not valid JSON")
     (run_copy / "metrics.json").write_text("[]")
     cli_error(capsys, ["evaluate", run_copy, "--samples", "2"], "metrics.json", "JSON object")
 

@@ -92,7 +92,7 @@ def test_config_is_json_only(run_copy, tmp_path, capsys):
             config.write_bytes(content)
         else:
             config.write_text(content)
-        with pytest.raises(ValueError, match=r"config\.json' is not valid JSON|unknown or invalid field"):
+        with pytest.raises(ValueError, match=r"config\.json' is not valid (JSON|UTF-8)|unknown or invalid field"):
             read_config(run_copy)
         assert main(["evaluate", str(run_copy)]) == 2
         assert "Traceback" not in capsys.readouterr().err

@@ -435,6 +435,10 @@ def latent_diagnostics(model, x, y=None, *, x_train=None, y_train=None,
             result["classifier_note"] = ("not computed: the guide q(z|x,c) reads the label, so "
                                          "its codes would reveal the class they were given")
             return result
+        if int(torch.unique(y_train[:max_train]).numel()) < 2:
+            result["classifier_accuracy"] = None
+            result["classifier_note"] = "not computed: the probe's training labels hold a single class"
+            return result
         try:
             train_codes = model.encode(x_train[:max_train], labels_for(model, y_train[:max_train]))
             test_codes = model.encode(x, labels_in)

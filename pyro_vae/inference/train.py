@@ -116,20 +116,37 @@ class TrainConfig:
         check_choice("objective", self.objective, OBJECTIVES)
         check_positive_int("particles", self.particles)
         self.beta, self.kl_warmup = check_kl_weighting(self.beta, self.kl_warmup)
-        if self.device is not None:
-            resolve_device(self.device)
+        if self.device is not None:  # its availability is checked where it is used (fit)
+            check_device_name(self.device)
 
 
 #: Devices whose tensors torch's fused Adam kernel supports.
 _FUSED_ADAM_DEVICES = ("cpu", "cuda")
 
 
+def check_device_name(name) -> str:
+    """Refuse a device name that is not ``cpu``, ``cuda`` or ``cuda:N`` (available or not)."""
+    if not isinstance(name, str) or not (name in ("cpu", "cuda") or (
+            name.startswith("cuda:") and name[5:].isdigit())):
+        raise ValueError(f"unknown device {name!r}; choose from: cpu, cuda, cuda:N")
+    return name
+
+
+def stored_device(name: str | None) -> torch.device:
+    """The device a run recorded, where this machine has it; else this machine's default.
+
+    A run trained on a GPU opens on a CPU-only machine without ``--device cpu``.
+    """
+    if name is not None and name.startswith("cuda") and not torch.cuda.is_available():
+        return resolve_device(None)
+    return resolve_device(name)
+
+
 def resolve_device(name: str | None) -> torch.device:
     """``None`` -> CUDA when available else CPU; refuse unknown or unavailable devices."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(name, str) or not (name == "cpu" or name == "cuda" or name.startswith("cuda:")):
-        raise ValueError(f"unknown device {name!r}; choose from: cpu, cuda, cuda:N")
+    check_device_name(name)
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     return torch.device(name)

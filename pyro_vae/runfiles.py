@@ -1,0 +1,205 @@
+"""The files of a run directory: their names, one writer and one checked reader each.
+
+Every file the library writes into a run directory is written atomically
+(:mod:`pyro_vae.checkpoint`), holds no NaN or Infinity (:func:`pyro_vae.jsonio.dumps_finite`),
+and is read back by one reader here that checks it against what the writer produces:
+anything else is one ``ValueError`` line naming the file and what is wrong.
+:func:`prepare_out_dir` decides what a new run may replace: only the files of a run, only
+with ``overwrite``, never a directory that holds something else.
+
+Example
+-------
+>>> from pyro_vae.runfiles import METRICS_SCHEMA, RUN_FILES
+>>> sorted(RUN_FILES)[:3]
+['best.pt', 'checkpoint.pt', 'config.json']
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import atomic_write_bytes, atomic_write_text
+from .jsonio import Finite, ListOf, NotRequired, Optional, check_schema, dumps_finite, read_json_file
+from .rundir_lock import LOCK_FILE
+
+CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, FIGURES_DIR = (
+    "config.json", "metrics.json", "checkpoint.pt", "figures")
+BEST_FILE, PER_EXAMPLE_FILE = "best.pt", "test_per_example.npz"
+#: What a run directory may hold; an overwrite removes these and nothing else.
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, BEST_FILE, PER_EXAMPLE_FILE)
+
+_NUMBER = Optional(Finite)
+#: What :func:`pyro_vae.runs.train_run` writes to metrics.json (older runs lack some keys).
+METRICS_SCHEMA = {
+    "model": str,
+    "dataset": str,
+    "epochs": int,
+    "steps": NotRequired(int),
+    "seconds": NotRequired(Finite),
+    "parameters": NotRequired(int),
+    "training_curve": NotRequired(str),
+    "best_epoch": NotRequired(Optional(int)),
+    "stopped_early": NotRequired(bool),
+    "history": ListOf({"epoch": int}),
+    "test": NotRequired(Optional({
+        "elbo": Finite, "elbo_stderr": _NUMBER,
+        "log_likelihood": _NUMBER, "log_likelihood_stderr": _NUMBER,
+        "log_likelihood_samples": Optional(int),
+        "exact": bool, "bound": bool, "conditional": bool, "discrete": bool,
+        "num_examples": int, "test_set_sha256": NotRequired(str),
+        "latent": NotRequired(dict),
+    })),
+}
+
+
+def read_metrics(run_dir) -> dict:
+    """``run_dir``'s metrics.json as a dict, ``{}`` where there is none (an unfinished run).
+
+    Raises ``ValueError`` naming the file for anything :data:`METRICS_SCHEMA` does not allow.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return {}
+    metrics = read_json_file(path, what="metrics file")
+    check_schema(metrics, METRICS_SCHEMA, path=path, what="metrics file")
+    for i, record in enumerate(metrics["history"]):
+        for key, value in record.items():
+            if key != "epoch":
+                check_schema(value, _NUMBER, path=path, what="metrics file", where=f"history[{i}].{key}")
+    return metrics
+
+
+def write_metrics(run_dir, metrics: dict) -> None:
+    """Write metrics.json atomically; refuses NaN/Infinity (divergence is caught before)."""
+    atomic_write_text(Path(run_dir) / METRICS_FILE, dumps_finite(metrics))
+
+
+def write_config(run_dir, raw: dict) -> None:
+    atomic_write_text(Path(run_dir) / CONFIG_FILE, dumps_finite(raw))
+
+
+def read_config_json(run_dir) -> dict:
+    """config.json as a dict (checked JSON; :class:`pyro_vae.runs.RunConfig` checks the fields)."""
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_FILE
+    if not run_dir.is_dir():
+        raise ValueError(f"run directory {str(run_dir)!r} does not exist")
+    if not path.is_file():
+        raise ValueError(f"run directory {str(run_dir)!r} has no {CONFIG_FILE}; is it a pyro-vae run?")
+    raw = read_json_file(path, what="run configuration")
+    if not isinstance(raw, dict):
+        raise ValueError(f"run configuration {str(path)!r} must be a JSON object, got {type(raw).__name__}")
+    raw.pop("versions", None)
+    return raw
+
+
+def write_per_example(run_dir, per_example: dict) -> None:
+    """Write ``run_dir/test_per_example.npz`` atomically: float64 arrays of shape ``(n,)``."""
+    arrays = {key: np.asarray(values.cpu().numpy(), dtype=np.float64) for key, values in per_example.items()}
+
+    def write(handle):
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        handle.write(buffer.getvalue())
+
+    atomic_write_bytes(Path(run_dir) / PER_EXAMPLE_FILE, write)
+
+
+def read_per_example(run_dir, num_examples: int | None = None) -> dict:
+    """``run_dir``'s per-example test values: ``{"elbo": (n,), ["log_likelihood": (n,)]}``.
+
+    Loaded without pickle and checked against what :func:`write_per_example` writes (known
+    keys, float64 vectors of one length, finite, ``num_examples`` long where given); anything
+    else is a ``ValueError`` naming the file.
+    """
+    path = Path(run_dir) / PER_EXAMPLE_FILE
+    if not path.is_file():
+        raise ValueError(f"run {str(run_dir)!r} has no {PER_EXAMPLE_FILE} (runs of older versions "
+                         f"lack it); run `pyro-vae evaluate {run_dir}` to create it")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except Exception as err:  # noqa: BLE001  (zip, zlib, numpy and OS errors of a damaged file)
+        raise ValueError(f"{str(path)!r} is not a readable per-example file ({type(err).__name__}: "
+                         f"{err}); run `pyro-vae evaluate {run_dir}` to rewrite it") from err
+    unknown = sorted(set(arrays) - {"elbo", "log_likelihood"})
+    if "elbo" not in arrays or unknown:
+        raise ValueError(f"{str(path)!r} must hold the arrays 'elbo' and optionally "
+                         f"'log_likelihood', got {sorted(arrays)}")
+    expected = num_examples if num_examples is not None else arrays["elbo"].shape[0]
+    for key, values in arrays.items():
+        if values.dtype != np.float64 or values.shape != (expected,):
+            raise ValueError(f"{str(path)!r}: {key!r} must be float64 of shape ({expected},), got "
+                             f"{values.dtype} {values.shape}")
+        if not np.isfinite(values).all():
+            raise ValueError(f"{str(path)!r}: {key!r} holds NaN or infinite values")
+    return arrays
+
+
+def enclosing_run(path: Path) -> Path | None:
+    """The nearest directory above ``path`` that holds a run (a config.json), or None."""
+    for parent in path.resolve().parents:
+        if (parent / CONFIG_FILE).is_file():
+            return parent
+    return None
+
+
+def check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an output directory a new run may not use, deleting nothing.
+
+    Accepted: a new or empty directory, or (with ``overwrite``) one holding a run and nothing
+    else but its figures. Refused: a file, a directory inside another run, a directory with
+    files that are not a run's, a run without ``overwrite``.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"output directory {str(out_dir)!r} exists and is not a directory")
+    outer = enclosing_run(out_dir)
+    if outer is not None:
+        raise ValueError(f"output directory {str(out_dir)!r} lies inside the run {str(outer)!r}; "
+                         f"an overwrite of that run would delete it: choose a directory outside it")
+    if not out_dir.is_dir():
+        existing = next(p for p in out_dir.absolute().parents if p.exists())
+        if not existing.is_dir():
+            raise ValueError(f"output directory {str(out_dir)!r} is not writable ({str(existing)!r} "
+                             f"is a file, not a directory)")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"output directory {str(out_dir)!r} is not writable (Permission denied "
+                             f"in {str(existing)!r})")
+        return
+    present = {p.name for p in out_dir.iterdir()} - {LOCK_FILE}
+    if not present:
+        return
+    if CONFIG_FILE not in present:
+        raise ValueError(f"output directory {str(out_dir)!r} is not empty and holds no pyro-vae run "
+                         f"(found {', '.join(sorted(present)[:3])}{' ...' if len(present) > 3 else ''}); "
+                         f"choose a new or empty directory")
+    if not overwrite:
+        raise ValueError(
+            f"output directory {str(out_dir)!r} already holds a run; pass --overwrite to replace "
+            f"it or --resume {str(out_dir)!r} to continue it")
+    foreign = sorted(present - set(RUN_FILES) - {FIGURES_DIR, "report.html"})
+    foreign = [name for name in foreign if not name.startswith(".")]  # temporaries of atomic writes
+    if foreign:
+        raise ValueError(f"--overwrite would replace the run in {str(out_dir)!r}, but the directory also "
+                         f"holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which "
+                         f"pyro-vae did not write; move them away first")
+
+
+def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Create ``out_dir`` (checked by :func:`check_out_dir`) and remove an old run's files."""
+    check_out_dir(out_dir, overwrite)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"output directory {str(out_dir)!r} is not writable ({err.strerror})") from err
+    for stale in (*RUN_FILES, "report.html"):
+        (out_dir / stale).unlink(missing_ok=True)
+    shutil.rmtree(out_dir / FIGURES_DIR, ignore_errors=True)
