@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m pyro_vae compare --models vae,ae,cvae,mixture,ppca --dataset digits --epochs 100 --out runs/demo --overwrite
+	$(PY) -m pyro_vae compare --models vae,ae,cvae,mixture,ppca --dataset digits --epochs 100 --seeds 0,1,2 --out runs/demo --overwrite
 
 test: install
 	$(PY) -m pytest -q

@@ -17,7 +17,7 @@ import json
 import sys
 
 from .data import BINARIZE_CHOICES, DataConfig
-from .errors import check_seed
+from .errors import allocation_message, check_seed, is_allocation_error
 from .inference import distributed
 from .inference.train import DTYPES, NonFiniteLossError, TrainConfig
 
@@ -321,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    args = None
     try:
         args = parser.parse_args(argv)
         if args.command in ("sample", "plot", "report"):  # the same rule as train's --seed
@@ -348,6 +349,14 @@ def main(argv=None) -> int:
         return 2
     except OSError as err:  # a file or directory the user named cannot be read or written
         print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except (RuntimeError, MemoryError) as err:
+        if not is_allocation_error(err):
+            raise
+        command = args.command if args is not None else PROG
+        print(f"{PROG}: error: not enough memory for '{command}' with these sizes: "
+              f"{allocation_message(err)}; choose smaller sizes (--n, --batch-size, --samples, "
+              f"--latent-dim, --hidden-dims)", file=sys.stderr)
         return 2
     except NonFiniteLossError as err:
         print(f"{PROG}: training stopped: {err}", file=sys.stderr)

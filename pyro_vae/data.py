@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .datasets_files import load_fashion_mnist, load_frey, load_mnist, load_npz
-from .errors import check_bool, check_choice, check_fraction, check_positive_int, check_seed
+from .errors import check_bool, check_choice, check_instance, check_fraction, check_positive_int, check_seed
 
 BINARIZE_CHOICES = ("dynamic", "static", "none")
 
@@ -223,7 +223,11 @@ def load_dataset(config: DataConfig | None = None) -> Dataset:
 
     Returns CPU float32 tensors; :meth:`Dataset.to` moves them to the training device.
     """
-    config = config or DataConfig()
+    config = DataConfig() if config is None else config
+    if isinstance(config, str):
+        raise TypeError(f"config must be a DataConfig, got the string {config!r}; "
+                        f"write load_dataset(DataConfig({config!r}))")
+    check_instance("config", config, DataConfig)
     raw = _source_for(config.name)(config)
     _validate_raw(raw, config.name)
     rng = np.random.default_rng(config.split_seed)

@@ -515,6 +515,15 @@ def _npz_labels(path: Path, key: str, y: np.ndarray, n: int) -> np.ndarray:
     return y.astype(np.int64)
 
 
+def read_npz_arrays(path) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` file ``path``, read without pickle and without trusting
+    its headers (see :func:`_read_npz_array`); any damage is one ``ValueError`` naming the file."""
+    path = Path(path)
+    with _open_npz(path) as archive:
+        members = _npz_members(path, archive)
+        return {key: _read_npz_array(path, archive, key, info) for key, info in members.items()}
+
+
 def _open_npz(path: Path) -> zipfile.ZipFile:
     """``path`` opened as a zip archive; a single ``.npy`` array or anything else refused."""
     prefix = np.lib.format.MAGIC_PREFIX

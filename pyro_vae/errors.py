@@ -83,3 +83,29 @@ def check_int_tuple(name: str, value) -> tuple[int, ...]:
         if isinstance(item, bool) or not isinstance(item, int) or item <= 0:
             raise ValueError(f"{name} must contain positive integers only, got {list(items)}")
     return items
+
+
+def check_instance(name: str, value, cls, hint: str = "") -> None:
+    """Raise ``TypeError`` naming ``name`` unless ``value`` is a ``cls`` (a class or tuple)."""
+    if not isinstance(value, cls):
+        names = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
+        raise TypeError(f"{name} must be a {names}, got {type(value).__name__}"
+                        + (f"; {hint}" if hint else ""))
+
+
+def is_allocation_error(err: BaseException) -> bool:
+    """Whether ``err`` is torch's or Python's "not enough memory" (CPU or CUDA)."""
+    if isinstance(err, MemoryError):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
+def allocation_message(err: BaseException) -> str:
+    """The size torch tried to allocate, in words, from its error message (or a plain phrase)."""
+    import re  # noqa: PLC0415
+
+    found = re.search(r"allocate (?:memory: you tried to allocate )?(\d+) bytes", str(err))
+    if found:
+        return f"it needs {int(found.group(1)) / 2**30:,.1f} GiB in one allocation"
+    return "it does not fit in memory"

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import atomic_write_bytes, atomic_write_text
+from .datasets_files import read_npz_arrays
 from .jsonio import Finite, ListOf, NotRequired, Optional, check_schema, dumps_finite, read_json_file
 from .rundir_lock import LOCK_FILE
 
@@ -122,11 +123,10 @@ def read_per_example(run_dir, num_examples: int | None = None) -> dict:
         raise ValueError(f"run {str(run_dir)!r} has no {PER_EXAMPLE_FILE} (runs of older versions "
                          f"lack it); run `pyro-vae evaluate {run_dir}` to create it")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except Exception as err:  # noqa: BLE001  (zip, zlib, numpy and OS errors of a damaged file)
-        raise ValueError(f"{str(path)!r} is not a readable per-example file ({type(err).__name__}: "
-                         f"{err}); run `pyro-vae evaluate {run_dir}` to rewrite it") from err
+        arrays = read_npz_arrays(path)
+    except ValueError as err:
+        raise ValueError(f"{str(path)!r} is not a readable per-example file ({err}); run "
+                         f"`pyro-vae evaluate {run_dir}` to rewrite it") from err
     unknown = sorted(set(arrays) - {"elbo", "log_likelihood"})
     if "elbo" not in arrays or unknown:
         raise ValueError(f"{str(path)!r} must hold the arrays 'elbo' and optionally "

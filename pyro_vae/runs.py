@@ -43,10 +43,11 @@ import pyro
 import torch
 
 from . import __version__
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, validate_train_state
 from .data import DataConfig, Dataset, load_dataset, split_generator
-from .errors import check_choice, check_positive_int
+from .errors import allocation_message, check_choice, check_instance, check_positive_int, is_allocation_error
 from .inference import distributed
+from .jsonio import Finite, NotRequired, Optional, check_schema
 from .inference.evaluate import evaluate_per_example, fingerprint, latent_diagnostics
 from .inference.train import (DTYPES, Callback, NonFiniteLossError, TrainConfig, fit,
                               resolve_device, stored_device, training_curve_key,
@@ -58,6 +59,11 @@ from .runfiles import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, FIGURES_DIR, MET
                        PER_EXAMPLE_FILE, check_out_dir, prepare_out_dir, read_config_json,
                        read_metrics, read_per_example, write_config, write_metrics, write_per_example)
 
+
+#: What TrainState.state_dict() writes as "selection" (absent in checkpoints of older versions).
+_SELECTION_SCHEMA = Optional({"best_epoch": Optional(int), "best_score": Optional(Finite),
+                              "evaluations_since_best": int, "stopped_early": bool,
+                              "extra": NotRequired(dict)})
 
 # Training settings that may differ between a checkpoint and the run resuming it.
 _RESUMABLE_CHANGES = {"epochs", "device", "progress", "eval_every", "detect_anomaly"}
@@ -79,6 +85,8 @@ class RunConfig:
     eval_samples: int = 1000
 
     def __post_init__(self):
+        check_instance("data", self.data, DataConfig, "build one with DataConfig(...)")
+        check_instance("train", self.train, TrainConfig, "build one with TrainConfig(...)")
         check_choice("model", self.model, MODELS)
         if not isinstance(self.model_config, dict):
             self.model_config = dataclasses.asdict(self.model_config)
@@ -152,8 +160,17 @@ def build_model(config: RunConfig, data: Dataset, *, init: bool = True):
     """
     config_cls, model_cls = MODELS[config.model]
     pyro.set_rng_seed(config.train.seed)
-    model = model_cls(data.data_dim, config.model_config_object(), num_classes=data.num_classes)
-    model.to(dtype=DTYPES[config.train.dtype])
+    model_config = config.model_config_object()
+    try:
+        model = model_cls(data.data_dim, model_config, num_classes=data.num_classes)
+        model.to(dtype=DTYPES[config.train.dtype])
+    except (RuntimeError, MemoryError) as err:
+        if not is_allocation_error(err):
+            raise
+        sizes = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(model_config).items()
+                          if isinstance(v, (int, tuple)) and not isinstance(v, bool))
+        raise ValueError(f"model {config.model!r} cannot be built with {sizes}: "
+                         f"{allocation_message(err)}; choose smaller sizes") from None
     if init:
         model.init_from_data(data.x_train.to(dtype=DTYPES[config.train.dtype]), data.y_train)
     return model
@@ -363,14 +380,6 @@ def read_config(run_dir) -> RunConfig:
         raise type(err)(f"run configuration {str(path)!r}: {err}") from err
 
 
-def _recorded_best_epoch(run_dir: Path):
-    """metrics.json's ``best_epoch`` (None where absent or unreadable: other readers report that)."""
-    try:
-        return read_metrics(run_dir).get("best_epoch")
-    except ValueError:
-        return None
-
-
 def _load_best(run_dir: Path, config: RunConfig) -> dict:
     """``best.pt``: the best validation epoch's parameters, checked like a checkpoint."""
     if not (run_dir / BEST_FILE).is_file():
@@ -382,7 +391,16 @@ def _load_best(run_dir: Path, config: RunConfig) -> dict:
 def _load_run_checkpoint(run_dir: Path, config: RunConfig, map_location="cpu", *,
                          file: str = CHECKPOINT_FILE,
                          required=("model", "train_state", "config")) -> dict:
-    checkpoint = load_checkpoint(run_dir / file, map_location=map_location, required=required)
+    path = run_dir / file
+    checkpoint = load_checkpoint(path, map_location=map_location, required=required)
+    if "train_state" in checkpoint:
+        validate_train_state(checkpoint["train_state"], path)
+        check_schema(checkpoint["train_state"].get("selection"), _SELECTION_SCHEMA, path=path,
+                     what="checkpoint", where="train_state.selection")
+    if "epoch" in checkpoint and (isinstance(checkpoint["epoch"], bool)
+                                  or not isinstance(checkpoint["epoch"], int) or checkpoint["epoch"] < 1):
+        raise ValueError(f"checkpoint {str(path)!r}: 'epoch' must be a positive integer, got "
+                         f"{checkpoint['epoch']!r}")
     try:
         saved = json.loads(checkpoint["config"])
     except (TypeError, ValueError) as err:
@@ -444,10 +462,18 @@ def load_run(run_dir, device: str | None = None) -> LoadedRun:
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     target = resolve_device(device) if device is not None else stored_device(config.train.device)
-    if (run_dir / BEST_FILE).exists() or _recorded_best_epoch(run_dir) is not None:
+    metrics = read_metrics(run_dir)
+    if (run_dir / BEST_FILE).exists() or metrics.get("best_epoch") is not None:
         checkpoint = _load_best(run_dir, config)
+        epoch, recorded, what = checkpoint["epoch"], metrics.get("best_epoch"), "best epoch"
     else:
         checkpoint = _load_run_checkpoint(run_dir, config)
+        epoch, recorded, what = checkpoint["train_state"]["epoch"], metrics.get("epochs"), "epochs"
+    if metrics and recorded != epoch:  # files of two different runs, or an unfinished resume
+        raise ValueError(
+            f"run {str(run_dir)!r}: its weights are from epoch {epoch} but metrics.json records "
+            f"{what} {recorded}: the files belong to different runs (or a resume did not finish: "
+            f"`pyro-vae train --resume {run_dir}` completes it)")
     data = load_dataset(config.data)
     model = build_model(config, data, init=False)
     _restore_model(model, checkpoint, run_dir)

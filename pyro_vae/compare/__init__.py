@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..checkpoint import atomic_write_text
 from ..data import DataConfig, load_dataset
-from ..errors import check_positive_int, check_seed
+from ..errors import check_instance, check_positive_int, check_seed
 from ..inference.evaluate import fingerprint
 from ..inference.train import TrainConfig
 from ..models import MODELS
@@ -61,6 +61,8 @@ class CompareConfig:
         if isinstance(self.entries, str):
             raise TypeError("entries must be a sequence of entries, e.g. ('vae', 'vamp=vae:prior=vamp'); "
                             "parse a comma-separated string with parse_entries")
+        check_instance("data", self.data, DataConfig, "build one with DataConfig(...)")
+        check_instance("train", self.train, TrainConfig, "build one with TrainConfig(...)")
         parsed = []
         for entry in self.entries:
             if isinstance(entry, str):
@@ -121,6 +123,7 @@ def compare(config: CompareConfig, out_dir, *, runs: dict | None = None, overwri
     # Everything is checked before anything is trained: options, and one test set for all.
     plans = {e.name: [(run_directory(out_dir, e.name, i, s), config.run_config(e, s))
                       for i, s in enumerate(config.seeds)] for e in to_train}
+    _check_distinct_directories(plans)
     reused = {name: _summary_row(name, d) for name, d in runs.items()}
     check_comparable([*reused.values(), *_planned_rows(plans)])
 
@@ -192,6 +195,17 @@ def reuse_runs(run_dirs) -> dict:
                              f"{str(run_dir)!r}); rename one with NAME=DIR")
         mapping[name] = run_dir
     return mapping
+
+
+def _check_distinct_directories(plans: dict) -> None:
+    """Refuse two planned runs in one directory (an entry named like another's seed run)."""
+    owner = {}
+    for name, plan in plans.items():
+        for run_dir, run_config in plan:
+            if run_dir in owner:
+                raise ValueError(f"entries {owner[run_dir]!r} and {name!r} would both train into "
+                                 f"{str(run_dir)!r} (seed runs are NAME-seedS); rename {name!r}")
+            owner[run_dir] = name
 
 
 def _planned_rows(plans: dict) -> list[dict]:

@@ -79,6 +79,9 @@ def parse_entries(text: str) -> list[Entry]:
     specs: list[list] = []  # [name, model spec, extra options]
     for piece in (p.strip() for p in pieces):
         left, sep, right = piece.partition("=")
+        if sep and ":" in left:  # MODEL:key=value without NAME=
+            raise ValueError(f"models entry {piece!r} has options, so it needs a name: "
+                             f"NAME={piece} (the name labels its row and run directory)")
         if sep and right.split(":")[0] in entry_choices():
             specs.append([left, right, []])
         elif sep and specs:  # key=value: one more option of the entry before

@@ -48,7 +48,7 @@ class Estimate:
 
     @property
     def mean(self) -> float:
-        return self.per_example.mean().item()
+        return self.per_example.double().mean().item()  # as a float64 reader of per_example gets it
 
     @property
     def stderr(self) -> float | None:

@@ -31,7 +31,8 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import (check_bool, check_choice, check_non_negative_int, check_positive_float,
+from ..data import Dataset
+from ..errors import (check_bool, check_choice, check_instance, check_non_negative_int, check_positive_float,
                       check_positive_int, check_seed)
 from ..models.base import labels_for
 from . import distributed
@@ -375,7 +376,16 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     gradients; the history is global and the same on every rank. See
     :mod:`pyro_vae.inference.distributed`.
     """
-    config = config or TrainConfig()
+    config = TrainConfig() if config is None else config
+    check_instance("config", config, TrainConfig, "build one with TrainConfig(epochs=...)")
+    check_instance("model", model, torch.nn.Module, "pass a model such as VAE(...)")
+    if not (callable(getattr(model, "model", None)) and callable(getattr(model, "guide", None))):
+        raise TypeError(f"model must have model(x, y) and guide(x, y) methods (a pyro-vae model); "
+                        f"{type(model).__name__} has not")
+    check_instance("data", data, Dataset, "load one with load_dataset(DataConfig(...))")
+    if data.x_train.shape[0] == 0:
+        raise ValueError(f"data {data.name!r} has an empty training split (x_train has shape "
+                         f"{tuple(data.x_train.shape)}); nothing to train on")
     # Under torchrun (several processes) this joins the process group and picks cuda:LOCAL_RANK.
     device = distributed.setup(resolve_device(config.device))
     world, main = distributed.world_size(), distributed.is_main_process()
