@@ -17,7 +17,7 @@ from pyro.distributions.kl import kl_divergence
 from pyro.poutine.util import site_is_subsample
 
 from pyro_vae.inference.evaluate import log_importance_weights
-from pyro_vae.inference.objectives import (TraceELBOObjective, _guide_is_reparameterized,
+from pyro_vae.inference.objectives import (TraceELBOObjective, _fast_path_applies,
                                            build_objective)
 from pyro_vae.inference.tracing import record_sites, scaled_log_prob, scored_sites
 from pyro_vae.models import CVAE, PPCA, VAE, Mixture, MixtureConfig, PPCAConfig, VAEConfig
@@ -676,7 +676,7 @@ class _DiscreteLatent:
 def test_a_non_reparameterized_guide_falls_back_to_trace_elbo(monkeypatch):
     pair = _DiscreteLatent()
     x = _randn(5, 4)
-    assert not _guide_is_reparameterized(pair, x, None)
+    assert not _fast_path_applies(pair, x, None)
     calls = []
     original = pyro.infer.Trace_ELBO.differentiable_loss
 
@@ -713,7 +713,7 @@ def test_regression_plate_subsample_site_does_not_make_a_guide_non_reparameteriz
     subsample = [site for site in trace.nodes.values()
                  if site["type"] == "sample" and site_is_subsample(site)]
     assert subsample and not subsample[0]["fn"].has_rsample  # the trap is there
-    assert _guide_is_reparameterized(model, x, None)
+    assert _fast_path_applies(model, x, None)
 
     def normal_guide(x, y=None):
         with pyro.plate("data", x.shape[0]):
@@ -724,17 +724,22 @@ def test_regression_plate_subsample_site_does_not_make_a_guide_non_reparameteriz
         with pyro.plate("data2", x.shape[0]):
             pyro.sample("c", dist.Categorical(logits=torch.zeros(3, dtype=F64)))
 
-    def as_pair(guide):
-        return type("Pair", (), {"guide": staticmethod(guide)})()
+    def generative(x, y=None):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(torch.zeros(x.shape[0], dtype=F64), 1.0))
+            pyro.sample("x", dist.Normal(torch.zeros_like(x), 1.0).to_event(1), obs=x)
 
-    assert _guide_is_reparameterized(as_pair(normal_guide), x, None)
-    assert not _guide_is_reparameterized(as_pair(mixed_guide), x, None)
+    def as_pair(guide):
+        return type("Pair", (), {"guide": staticmethod(guide), "model": staticmethod(generative)})()
+
+    assert _fast_path_applies(as_pair(normal_guide), x, None)
+    assert not _fast_path_applies(as_pair(mixed_guide), x, None)
 
 
 def test_reparameterization_check_does_not_shift_the_rng(models):
     model, x, _ = models["vae"]
     pyro.set_rng_seed(8)
-    assert _guide_is_reparameterized(model, x, None)
+    assert _fast_path_applies(model, x, None)
     after_check = torch.rand(3)
     pyro.set_rng_seed(8)
     assert torch.equal(after_check, torch.rand(3))

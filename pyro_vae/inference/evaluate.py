@@ -110,7 +110,9 @@ def _log_weights_and_sites(model, x, y, num_samples):
         guide = _with_sample_plate(guide, num_samples, x.device)
         generative = _with_sample_plate(generative, num_samples, x.device)
     guide_sites = record_sites(guide, x, y)
+    _check_per_example(guide_sites, "guide", model)
     model_sites = record_sites(generative, x, y, replay=guide_sites)
+    _check_per_example(model_sites, "model", model)
     log_p = _sum_log_probs(model_sites)  # (K, batch), (batch,) or broadcastable to them
     log_q = _sum_log_probs(guide_sites)  # None for an empty guide (latents summed out)
     if log_p is None:
@@ -118,6 +120,26 @@ def _log_weights_and_sites(model, x, y, num_samples):
     log_w = log_p if log_q is None else log_p - log_q
     shape = (num_samples, x.shape[0])
     return (log_w if log_w.shape == shape else log_w.expand(shape)), (guide_sites, model_sites)
+
+
+class GlobalSiteError(ValueError):
+    """A model or guide has a sample site outside the ``data`` plate (a global latent)."""
+
+
+def _check_per_example(sites: dict, which: str, model) -> None:
+    """Refuse sites outside the data plate: their log-density is not per example.
+
+    Summed into ``log w`` it would be broadcast to every example (counted ``batch`` times),
+    so neither per-example weights, nor the IWAE bound, nor the importance-sampled
+    log-likelihood are defined for such a model.
+    """
+    for site in scored_sites(sites):
+        if not any(frame.name == "data" for frame in site["cond_indep_stack"]):
+            raise GlobalSiteError(
+                f"{type(model).__name__}.{which} has the sample site {site['name']!r} outside the "
+                f"'data' plate (a global latent): per-example importance weights, the IWAE "
+                f"objective and the importance-sampled log-likelihood are not defined for it; "
+                f"train it with objective 'elbo' or 'meanfield' (Pyro's Trace_ELBO)")
 
 
 def _sum_log_probs(sites: dict):

@@ -51,7 +51,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from ..errors import check_choice, check_non_negative_int, check_positive_int
-from .evaluate import _log_weights_and_sites
+from .evaluate import GlobalSiteError, _log_weights_and_sites
 
 
 def check_kl_weighting(beta, kl_warmup) -> tuple[float, int]:
@@ -210,7 +210,7 @@ class TraceELBOObjective(PyroELBOObjective):
     def loss(self, model, x, y=None):
         reparameterized = self._reparameterized.get(model)
         if reparameterized is None:
-            reparameterized = self._reparameterized[model] = _guide_is_reparameterized(model, x, y)
+            reparameterized = self._reparameterized[model] = _fast_path_applies(model, x, y)
         if not reparameterized:
             return super().loss(model, x, y)
         # (K, batch); the unchecked form: particles was checked once, this runs every step
@@ -220,11 +220,18 @@ class TraceELBOObjective(PyroELBOObjective):
         return -log_w.mean(0).sum()
 
 
-def _guide_is_reparameterized(model, x, y) -> bool:
-    # A side trace of the guide: its random draws must not shift the training's RNG stream.
+def _fast_path_applies(model, x, y) -> bool:
+    """Whether ``-mean_k log w`` is Trace_ELBO's loss for ``model``: every latent site of the
+    guide is reparameterized and every site of model and guide lies in the ``data`` plate
+    (a global site's log-density would be counted once per example)."""
+    # Side traces: their random draws must not shift the training's RNG stream.
     devices = [x.device] if x.is_cuda else []
     with torch.no_grad(), pyro.poutine.block(), torch.random.fork_rng(devices=devices):
         trace = pyro.poutine.trace(model.guide).get_trace(x, y)
+        try:
+            _log_weights_and_sites(model, x, y, 1)
+        except GlobalSiteError:
+            return False
     # A plate's subsample site is a "sample" site too (its fn draws indices, no rsample): skip it.
     return all(site["fn"].has_rsample for site in trace.nodes.values()
                if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site))

@@ -119,9 +119,21 @@ class DiagonalNormal(_LeanIndependent):
         self._last_draw = (value, noise)
         return value
 
+    def _graph_carried(self, value) -> bool:
+        """Whether scoring from the noise gives the right gradients for ``value``.
+
+        The lean form is exact in value and in total derivative for a draw that carries its
+        graph (``d log q(loc + noise * scale) / d loc`` is 0 through the draw). A draw made
+        under ``torch.no_grad()`` and scored with gradients on is a constant: its log-density
+        has non-zero partial derivatives in ``loc`` and ``scale``, so it takes the full form.
+        """
+        base = self.base_dist
+        needs = torch.is_grad_enabled() and (base.loc.requires_grad or base.scale.requires_grad)
+        return value.requires_grad or not needs
+
     def log_prob(self, value):
         draw = getattr(self, "_last_draw", None)
-        if draw is None or value is not draw[0]:
+        if draw is None or value is not draw[0] or not self._graph_carried(value):
             return super().log_prob(value)
         if self._validate_args:
             self._validate_sample(value)
