@@ -1,5 +1,12 @@
 """Plug your own prior into the VAE: a Laplace prior, defined and registered in this file.
 
+As a plug-in of the command line (the file is imported; nothing else of it runs):
+
+    pyro-vae train --plugin examples/custom_prior.py --prior laplace --out runs/laplace
+    pyro-vae evaluate runs/laplace          # finds the plug-in again: the run recorded it
+
+As a script, training it from Python:
+
     python examples/custom_prior.py [--epochs 30]
 
 A prior is a small ``Prior`` subclass whose ``forward(y=None)`` returns a distribution over
@@ -17,9 +24,11 @@ import pyro.distributions as dist
 import torch
 
 from pyro_vae import DataConfig, TrainConfig, VAE, VAEConfig, fit, load_dataset, log_likelihood
-from pyro_vae.models.priors import PRIORS, Prior
+from pyro_vae.models.priors import Prior
+from pyro_vae.registry import register
 
 
+@register("prior", "laplace")  # now VAEConfig(prior="laplace") and --prior laplace build it
 class LaplacePrior(Prior):
     """Independent Laplace coordinates with unit variance: heavier tails than N(0, I)."""
 
@@ -32,8 +41,6 @@ class LaplacePrior(Prior):
     def forward(self, y=None):
         return dist.Laplace(self.loc, self.scale).to_event(1)  # event shape (latent_dim,)
 
-
-PRIORS["laplace"] = LaplacePrior  # now VAEConfig(prior="laplace") builds it
 
 
 def main(epochs: int = 30, eval_samples: int = 1000) -> float:

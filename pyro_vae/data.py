@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .datasets_files import load_fashion_mnist, load_frey, load_mnist, load_npz
+from .registry import Registry
 from .errors import check_bool, check_choice, check_instance, check_fraction, check_positive_int, check_seed
 
 BINARIZE_CHOICES = ("dynamic", "static", "none")
@@ -204,12 +205,12 @@ def _load_digits(config: DataConfig) -> RawData:
 
 
 #: Registered sources: name -> loader(config) -> RawData. ``npz:PATH`` is handled separately.
-DATASETS: dict[str, Callable[[DataConfig], RawData]] = {
+DATASETS: Registry = Registry("dataset", {
     "digits": _load_digits,
     "mnist": load_mnist,  # IDX files (pyro_vae/datasets_files.py)
     "fashion-mnist": load_fashion_mnist,
     "frey": load_frey,  # frey_rawface.mat
-}
+})
 
 
 def _source_for(name: str) -> Callable[[DataConfig], RawData]:

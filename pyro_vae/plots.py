@@ -113,8 +113,10 @@ def can_encode(model) -> bool:
 def has_posterior_scale(model) -> bool:
     """Whether q(z | x) is a diagonal Normal with a scale (``posterior(x, y) -> (loc, scale)``,
     not a point mass, which has ``is_bound`` False): the KL per dimension is defined."""
+    family = getattr(model, "guide_family", None)  # a VAE's: only a diagonal Normal qualifies
     return (callable(getattr(model, "posterior", None)) and bool(getattr(model, "is_bound", False))
-            and bool(getattr(model, "has_latents", False)))
+            and bool(getattr(model, "has_latents", False))
+            and (family is None or bool(family.diagonal_normal)))
 
 
 def latent_dim(model) -> int | None:

@@ -51,6 +51,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from ..errors import check_choice, check_non_negative_int, check_positive_int
+from ..registry import Registry
 from .evaluate import GlobalSiteError, _log_weights_and_sites
 
 
@@ -254,11 +255,11 @@ def _iwae(particles: int, **weighting) -> Objective:
 
 
 #: Registered objectives: name -> factory(particles=..., beta=..., kl_warmup=...) -> Objective.
-OBJECTIVES = {
+OBJECTIVES: Registry = Registry("objective", {
     "elbo": _elbo,
     "meanfield": _meanfield,
     "iwae": _iwae,
-}
+})
 
 
 def build_objective(name: str = "elbo", *, particles: int = 1, beta: float = 1.0,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from ..registry import Registry
 from .base import GenerativeModel
+from .guides import GUIDES, GuideFamily
 from .likelihoods import LIKELIHOODS, Likelihood, build_likelihood
 from .priors import PRIORS, Prior, StandardNormalPrior, build_prior
 from .vae import VAE, VAEConfig
@@ -12,12 +14,12 @@ from .ppca import PPCA, PPCAConfig
 
 #: Registered models: name -> (config dataclass, model class). A model class is built as
 #: ``cls(data_dim, config, num_classes=...)``.
-MODELS: dict[str, tuple[type, type[GenerativeModel]]] = {
+MODELS: Registry = Registry("model", {
     "vae": (VAEConfig, VAE),
     "cvae": (VAEConfig, CVAE),
     "mixture": (MixtureConfig, Mixture),
     "ppca": (PPCAConfig, PPCA),
-}
+})
 
 __all__ = [
     "CVAE", "Mixture", "MixtureConfig", "PPCA", "PPCAConfig",

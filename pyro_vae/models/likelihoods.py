@@ -39,6 +39,7 @@ from torch.distributions import constraints
 from torch.nn import functional as F
 
 from ..errors import check_choice, check_positive_float, check_positive_int
+from ..registry import Registry
 from .distributions import BernoulliPixels
 
 
@@ -352,11 +353,11 @@ class HeteroscedasticGaussianLikelihood(Likelihood):
 
 
 #: Registered likelihoods: name -> class(data_dim, **options).
-LIKELIHOODS: dict[str, type[Likelihood]] = {
+LIKELIHOODS: Registry = Registry("likelihood", {
     cls.name: cls
     for cls in (BernoulliLikelihood, ContinuousBernoulliLikelihood, GaussianLikelihood,
                 HeteroscedasticGaussianLikelihood)
-}
+})
 
 
 def check_likelihood_options(name: str, **options) -> None:

@@ -45,6 +45,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import check_choice, check_positive_int
+from ..registry import Registry
 from .distributions import StandardNormal
 
 # Scales are softplus(raw) + _MIN_SCALE: positive, with a bounded gradient (as in the encoder).
@@ -315,13 +316,13 @@ class ConditionalNormalPrior(Prior):
 #: Registered priors: name -> class(latent_dim, **context). ``context`` carries what some priors
 #: need (``num_components``, ``num_classes``, ``data_dim``, ``encoder``); each takes what it uses.
 #: A user's prior becomes available everywhere (``VAEConfig(prior=...)``) once added here.
-PRIORS: dict[str, Callable[..., Prior]] = {
+PRIORS: Registry = Registry("prior", {
     "standard": StandardNormalPrior,
     "mog": MixtureOfGaussiansPrior,
     "vamp": VampPrior,
     "flow": FlowPrior,
     "conditional": ConditionalNormalPrior,
-}
+})
 
 
 def build_prior(name: str, latent_dim: int, **context) -> Prior:

@@ -21,17 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pyro
-import pyro.distributions as dist
 import torch
 
 from ..errors import check_choice, check_int_tuple, check_positive_float, check_positive_int
 from .base import GenerativeModel, data_plate
-from .distributions import DiagonalNormal
+from .guides import GUIDES
 from .likelihoods import LIKELIHOODS, build_likelihood, check_likelihood_options
 from .nets import MLP, GaussianEncoder
 from .priors import PRIORS, build_prior
 
-GUIDES = ("normal", "delta")
 
 
 @dataclass
@@ -49,7 +47,8 @@ class VAEConfig:
     prior : str
         A name in :data:`pyro_vae.models.priors.PRIORS`.
     guide : str
-        ``normal`` (amortized diagonal Normal) or ``delta`` (point mass: an autoencoder).
+        A guide family in :data:`pyro_vae.models.guides.GUIDES`: ``normal`` (amortized
+        diagonal Normal), ``delta`` (point mass: an autoencoder), ``studentt``.
     obs_scale : float or None
         Fixed standard deviation of a Gaussian likelihood (None: learned, where supported).
     prior_components : int
@@ -97,7 +96,8 @@ class VAE(GenerativeModel):
         self.config = config
         self.data_dim = check_positive_int("data_dim", data_dim)
         self.num_classes = num_classes
-        self.is_bound = config.guide != "delta"
+        self.guide_family = GUIDES.get(config.guide)(config.latent_dim)
+        self.is_bound = self.guide_family.has_density
         self.encoder = GaussianEncoder(self._encoder_in_dim, config.hidden_dims, config.latent_dim)
         self.likelihood = build_likelihood(config.likelihood, data_dim, obs_scale=config.obs_scale)
         out_dim = data_dim * self.likelihood.params_per_pixel
@@ -138,10 +138,7 @@ class VAE(GenerativeModel):
         self._register()
         with data_plate(x):
             loc, scale = self._encode_params(x, y)
-            if self.config.guide == "delta":
-                pyro.sample("z", dist.Delta(loc).to_event(1))
-            else:
-                pyro.sample("z", DiagonalNormal(loc, scale))
+            pyro.sample("z", self.guide_family(loc, scale))
 
     @torch.no_grad()
     def sample(self, n, y=None, *, mean=True):
@@ -162,9 +159,12 @@ class VAE(GenerativeModel):
 
     @torch.no_grad()
     def posterior(self, x, y=None):
-        """The guide's ``(loc, scale)`` of q(z | x), each ``(batch, latent_dim)`` (scale 0 for delta)."""
+        """The guide's ``(loc, scale)``, each ``(batch, latent_dim)``; scale 0 for a point mass and
+        None for a family that is not a diagonal Normal (no closed-form KL diagnostics)."""
         loc, scale = self._encode_params(x, y)
-        return loc, (torch.zeros_like(scale) if self.config.guide == "delta" else scale)
+        if not self.guide_family.has_density:
+            return loc, torch.zeros_like(scale)
+        return loc, (scale if self.guide_family.diagonal_normal else None)
 
     @torch.no_grad()
     def decode(self, z, y=None):
