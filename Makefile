@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # wheels already on this machine's disk instead of downloading a CUDA build.
 TORCH := "torch==2.14.1" "torchvision==0.29.1"
 
-.PHONY: demo test bench gallery install clean
+.PHONY: demo test lint bench gallery install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check pyro_vae tests benchmarks examples
 
 bench: install
 	$(PY) benchmarks/train_throughput.py --epochs 10 --subset 10000

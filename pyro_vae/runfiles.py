@@ -31,8 +31,10 @@ from .rundir_lock import LOCK_FILE
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, FIGURES_DIR = (
     "config.json", "metrics.json", "checkpoint.pt", "figures")
 BEST_FILE, PER_EXAMPLE_FILE = "best.pt", "test_per_example.npz"
+#: Written by the loggers of ``--log csv`` and ``--log tensorboard`` (a directory).
+LOG_FILE, TENSORBOARD_DIR = "log.csv", "tensorboard"
 #: What a run directory may hold; an overwrite removes these and nothing else.
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, BEST_FILE, PER_EXAMPLE_FILE)
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, BEST_FILE, PER_EXAMPLE_FILE, LOG_FILE)
 
 _NUMBER = Optional(Finite)
 #: What :func:`pyro_vae.runs.train_run` writes to metrics.json (older runs lack some keys).
@@ -85,7 +87,8 @@ def write_config(run_dir, raw: dict) -> None:
 
 
 def read_config_json(run_dir) -> dict:
-    """config.json as a dict (checked JSON; :class:`pyro_vae.runs.RunConfig` checks the fields)."""
+    """config.json as a dict (checked JSON; :class:`pyro_vae.runs.RunConfig` checks the fields),
+    without its ``versions``; ``plugins`` lists the plug-ins it needs."""
     run_dir = Path(run_dir)
     path = run_dir / CONFIG_FILE
     if not run_dir.is_dir():
@@ -182,7 +185,7 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
         raise ValueError(
             f"output directory {str(out_dir)!r} already holds a run; pass --overwrite to replace "
             f"it or --resume {str(out_dir)!r} to continue it")
-    foreign = sorted(present - set(RUN_FILES) - {FIGURES_DIR, "report.html"})
+    foreign = sorted(present - set(RUN_FILES) - {FIGURES_DIR, TENSORBOARD_DIR, "report.html"})
     foreign = [name for name in foreign if not name.startswith(".")]  # temporaries of atomic writes
     if foreign:
         raise ValueError(f"--overwrite would replace the run in {str(out_dir)!r}, but the directory also "
@@ -203,3 +206,4 @@ def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     for stale in (*RUN_FILES, "report.html"):
         (out_dir / stale).unlink(missing_ok=True)
     shutil.rmtree(out_dir / FIGURES_DIR, ignore_errors=True)
+    shutil.rmtree(out_dir / TENSORBOARD_DIR, ignore_errors=True)
