@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 
+from . import __version__
 from .data import BINARIZE_CHOICES, DataConfig
 from .errors import allocation_message, check_seed, is_allocation_error
 from .inference import distributed
@@ -122,7 +123,8 @@ def _add_shared_options(p, eval_samples: bool = True) -> None:
     p.add_argument("--likelihood")
     p.add_argument("--prior", help="prior over z: standard, mog, vamp, flow, or conditional (for "
                                    "label-conditioned models); default: standard")
-    p.add_argument("--guide", help="normal or delta (a point mass: an autoencoder)")
+    p.add_argument("--guide", help="guide family: normal (default), delta (a point mass: an "
+                                   "autoencoder), studentt, or a plug-in's")
     p.add_argument("--obs-scale", type=float, help="fixed scale of a Gaussian likelihood")
     p.add_argument("--prior-components", type=int,
                    help="components of the mog prior, pseudo-inputs of the vamp prior")
@@ -136,6 +138,24 @@ def _add_shared_options(p, eval_samples: bool = True) -> None:
     p.add_argument("--test-fraction", type=float)
     p.add_argument("--val-fraction", type=float)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--optimizer", help="adam (default; torch's fused Adam), adamw or sgd")
+    p.add_argument("--momentum", type=float, help="momentum of --optimizer sgd (default: 0.9)")
+    p.add_argument("--weight-decay", type=float,
+                   help="L2 penalty (adam, sgd) or decoupled weight decay (adamw); default: 0")
+    p.add_argument("--clip-grad", type=float, metavar="NORM",
+                   help="rescale each step's gradient to this global L2 norm when larger (default: off)")
+    p.add_argument("--lr-schedule",
+                   help="constant (default), cosine (to --lr-min over --epochs), step (times "
+                        "--lr-gamma every --lr-step-epochs) or plateau (times --lr-gamma after "
+                        "--lr-patience scores without improvement: validation ELBO, else training curve)")
+    p.add_argument("--lr-min", type=float, help="floor of the cosine and plateau schedules (default: 0)")
+    p.add_argument("--lr-step-epochs", type=int, help="epochs between reductions of --lr-schedule step")
+    p.add_argument("--lr-gamma", type=float, help="factor of the step and plateau schedules (default: 0.1)")
+    p.add_argument("--lr-patience", type=int, help="scores without improvement before plateau "
+                                                   "reduces the rate (default: 5)")
+    p.add_argument("--log", metavar="LOGGERS",
+                   help="comma-separated loggers: csv (RUN/log.csv), tensorboard (RUN/tensorboard/; "
+                        "pip install 'pyro-vae[tensorboard]')")
 
 
 def _set(target: dict, **values) -> dict:
@@ -151,12 +171,21 @@ def _data_config(args, binarize_default: str | None = None) -> DataConfig:
 
 
 def _train_config(args) -> TrainConfig:
+    log = None if args.log is None else tuple(name.strip() for name in args.log.split(","))
+    if log and "tensorboard" in log:  # checked now, before anything of a run is written
+        from .inference.loggers import check_tensorboard  # noqa: PLC0415
+
+        check_tensorboard()
     return TrainConfig(**_set(
         {"progress": not args.no_progress}, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, device=args.device, dtype=args.dtype,
         eval_every=args.eval_every, patience=args.patience, objective=args.objective,
         particles=args.particles,
-        beta=args.beta, kl_warmup=args.kl_warmup, detect_anomaly=args.detect_anomaly or None))
+        beta=args.beta, kl_warmup=args.kl_warmup, detect_anomaly=args.detect_anomaly or None,
+        optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay,
+        clip_grad=args.clip_grad, lr_schedule=args.lr_schedule, lr_min=args.lr_min,
+        lr_step_epochs=args.lr_step_epochs, lr_gamma=args.lr_gamma, lr_patience=args.lr_patience,
+        log=log))
 
 
 def _run_train(args) -> dict:
@@ -165,15 +194,16 @@ def _run_train(args) -> dict:
     if args.resume:
         conflicting = [f"--{k.replace('_', '-')}" for k in (
             *MODEL_OPTIONS, "batch_size", "lr", "seed", "dtype", "objective", "particles",
-            "beta", "kl_warmup", "patience",
+            "beta", "kl_warmup", "patience", "optimizer", "momentum", "weight_decay", "clip_grad",
+            "lr_schedule", "lr_min", "lr_step_epochs", "lr_gamma", "lr_patience", "log",
             "binarize", "data_dir", "subset", "test_fraction", "val_fraction", "eval_samples",
             "model", "dataset", "eval_every", "out",
         ) if getattr(args, k) is not None] + [f"--{k}" for k in ("overwrite", "download") if getattr(args, k)]
         if conflicting:
             raise UsageError(f"--resume continues a run with its own settings; drop {', '.join(conflicting)}")
-        # --detect-anomaly applies to this invocation only (a debugging aid, not a setting).
+        # --detect-anomaly and --no-progress apply to this invocation only (not settings).
         return resume_run(args.resume, args.epochs, device=args.device,
-                          detect_anomaly=args.detect_anomaly)
+                          detect_anomaly=args.detect_anomaly, progress=not args.no_progress)
     if not args.out:
         raise UsageError("train needs --out DIR (or --resume DIR)")
     model_config = _set({}, **{field: getattr(args, flag) for flag, field in MODEL_OPTIONS.items()})
@@ -299,8 +329,35 @@ def _add_figure_parsers(sub) -> None:
     p.add_argument("--device")
 
 
+def _add_plugin_options(p) -> None:
+    p.add_argument("--plugin", action="append", metavar="FILE.py|MODULE",
+                   help="import a plug-in (a .py file or a module) that registers models, priors, "
+                        "likelihoods, guides or objectives; it runs that code (repeatable)")
+    p.add_argument("--trust-run", action="store_true",
+                   help="load the plug-in files the run(s) recorded, even if you never named them")
+
+
+def _load_plugins(args) -> None:
+    """Import ``--plugin``s, then (``--trust-run``) the plug-ins of the runs this command reads."""
+    from .registry import load_plugin  # noqa: PLC0415
+
+    for spec in args.plugin or ():
+        for item in spec.split(","):
+            load_plugin(item.strip())
+    if not args.trust_run:
+        return
+    from .runs import trust_run_plugins  # noqa: PLC0415
+
+    runs = [getattr(args, "run_dir", None), getattr(args, "resume", None), getattr(args, "compare", None)]
+    if getattr(args, "runs", None):
+        runs += [item.partition("=")[2] or item for item in args.runs.split(",") if item.strip()]
+    for run_dir in filter(None, runs):
+        trust_run_plugins(run_dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Probabilistic generative models in Pyro.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_parser(sub)
     _add_compare_parser(sub)
@@ -316,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")
     _add_figure_parsers(sub)
+    for command in sub.choices.values():
+        _add_plugin_options(command)
     return parser
 
 
@@ -329,6 +388,7 @@ def main(argv=None) -> int:
         if args.command != "train" and distributed.launched_by_torchrun():
             raise UsageError(f"only 'train' runs under torchrun (data-parallel training); run "
                              f"'{args.command}' as a single process")
+        _load_plugins(args)
         if args.command == "train":
             metrics = _run_train(args)
             if distributed.is_main_process():  # under torchrun rank 0 alone reports

@@ -26,8 +26,8 @@ Example
 >>> from pyro_vae.inference import TrainConfig
 >>> metrics = train_run(RunConfig(model="vae", train=TrainConfig(epochs=2, progress=False),
 ...                               eval_samples=10), "/tmp/pyro-vae-doc-run", overwrite=True)
->>> sorted(metrics)[:3]
-['dataset', 'epochs', 'history']
+>>> metrics["epochs"], sorted(metrics["test"])[:3]
+(2, ['bound', 'conditional', 'discrete'])
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ from .inference.evaluate import evaluate_per_example, fingerprint, latent_diagno
 from .inference.train import (DTYPES, Callback, NonFiniteLossError, TrainConfig, fit,
                               resolve_device, stored_device, training_curve_key,
                               validate_training_data)
-from .models import LIKELIHOODS, MODELS
+from .models import GUIDES, LIKELIHOODS, MODELS
+from .registry import load_recorded_plugins, plugins_used
 from .models.base import labels_for
 from .rundir_lock import RunDirLock
 from .runfiles import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, FIGURES_DIR, METRICS_FILE,  # noqa: F401
@@ -66,7 +67,7 @@ _SELECTION_SCHEMA = Optional({"best_epoch": Optional(int), "best_score": Optiona
                               "extra": NotRequired(dict)})
 
 # Training settings that may differ between a checkpoint and the run resuming it.
-_RESUMABLE_CHANGES = {"epochs", "device", "progress", "eval_every", "detect_anomaly"}
+_RESUMABLE_CHANGES = {"epochs", "device", "progress", "eval_every", "detect_anomaly", "log"}
 
 
 @dataclass
@@ -95,9 +96,10 @@ class RunConfig:
         if self.train.patience and not self.data.val_fraction:
             raise ValueError(f"patience {self.train.patience} needs a validation split to watch; "
                              f"give --val-fraction > 0")
-        if self.train.objective == "iwae" and self.model_config.get("guide") == "delta":
+        guide = self.model_config.get("guide")
+        if self.train.objective == "iwae" and guide is not None and not GUIDES.get(guide).has_density:
             raise ValueError(
-                "--guide delta cannot be combined with --objective iwae: a point-mass guide has "
+                f"--guide {guide} cannot be combined with --objective iwae: a point-mass guide has "
                 "no density, so the importance weights are undefined; use --objective elbo"
             )
 
@@ -181,6 +183,15 @@ def _versions() -> dict:
             "python": platform.python_version()}
 
 
+def _config_record(config: RunConfig) -> dict:
+    """config.json: the settings, the plug-ins whose names they use, the library versions."""
+    model_config = config.model_config
+    names = {"model": config.model, "prior": model_config.get("prior"),
+             "likelihood": model_config.get("likelihood"), "guide": model_config.get("guide"),
+             "objective": config.train.objective, "dataset": config.data.name}
+    return {**config.to_dict(), "plugins": plugins_used(names), "versions": _versions()}
+
+
 def _checkpoint_config(config: RunConfig) -> dict:
     """The part of the configuration a checkpoint must match to be resumed."""
     raw = config.to_dict()
@@ -231,7 +242,7 @@ def train_run(config: RunConfig, out_dir, *, overwrite: bool = False, callbacks=
 
     def prepare():
         prepare_out_dir(out_dir, overwrite)  # checks again, now under the lock
-        write_config(out_dir, {**config.to_dict(), "versions": _versions()})
+        write_config(out_dir, _config_record(config))
 
     # Rank 0 holds the directory's lock while it writes (released if the process dies).
     with RunDirLock(out_dir, create=True) if main else nullcontext():
@@ -240,7 +251,7 @@ def train_run(config: RunConfig, out_dir, *, overwrite: bool = False, callbacks=
 
 
 def resume_run(out_dir, epochs: int | None = None, *, device: str | None = None,
-               detect_anomaly: bool | None = None, callbacks=()) -> dict:
+               detect_anomaly: bool | None = None, progress: bool | None = None, callbacks=()) -> dict:
     """Continue the run in ``out_dir`` up to ``epochs`` in total (default: its configured number).
 
     Ends where an uninterrupted run of that many epochs would have ended (same seed, same
@@ -248,14 +259,15 @@ def resume_run(out_dir, epochs: int | None = None, *, device: str | None = None,
     training finished but which was stopped before writing ``metrics.json`` is completed
     (evaluated, figures drawn) by resuming it with its own number of epochs. A run stopped
     before its first checkpoint has nothing to resume: train it again with ``overwrite``.
+    ``device``, ``detect_anomaly`` and ``progress`` apply to this call (None: as stored).
     """
     out_dir = Path(out_dir)
     config = read_config(out_dir)
     with RunDirLock(out_dir) if distributed.is_main_process() else nullcontext():
-        return _resume_locked(out_dir, config, epochs, device, detect_anomaly, callbacks)
+        return _resume_locked(out_dir, config, epochs, device, detect_anomaly, callbacks, progress)
 
 
-def _resume_locked(out_dir, config, epochs, device, detect_anomaly, callbacks) -> dict:
+def _resume_locked(out_dir, config, epochs, device, detect_anomaly, callbacks, progress=None) -> dict:
     if not (out_dir / CHECKPOINT_FILE).exists():
         raise ValueError(
             f"run directory {str(out_dir)!r} has no checkpoint yet (it stopped before its first "
@@ -274,6 +286,8 @@ def _resume_locked(out_dir, config, epochs, device, detect_anomaly, callbacks) -
     changes = {"device": device} if device is not None else {}
     if detect_anomaly is not None:
         changes["detect_anomaly"] = detect_anomaly
+    if progress is not None:  # this invocation's (--no-progress), not the stored one
+        changes["progress"] = progress
     if epochs is not None:
         check_positive_int("epochs", epochs)
         changes["epochs"] = epochs
@@ -290,13 +304,23 @@ def _resume_locked(out_dir, config, epochs, device, detect_anomaly, callbacks) -
     model = build_model(config, data, init=False)
     _restore_model(model, checkpoint, out_dir)
     # Rank 0 rewrites config.json once every rank has read it (on_main waits for all first).
-    distributed.on_main(lambda: write_config(out_dir, {**config.to_dict(), "versions": _versions()}))
+    distributed.on_main(lambda: write_config(out_dir, _config_record(config)))
     return _train_and_finish(config, out_dir, data, model, checkpoint["train_state"], callbacks)
 
 
 def _train_and_finish(config, out_dir, data, model, resume_state, callbacks) -> dict:
+    loggers = []
+    if config.train.log and distributed.is_main_process():  # rank 0 alone writes the run
+        from .inference.loggers import build_loggers  # noqa: PLC0415
+
+        loggers = build_loggers(config.train.log, out_dir, hyperparameters=config.to_dict(),
+                                image_shape=data.image_shape, num_classes=data.num_classes,
+                                seed=config.train.seed)
+    # Loggers before the checkpoint: an epoch killed between the two was logged but not saved;
+    # the resume from the checkpoint before drops its log and trains it again. So no epoch is
+    # checkpointed without being logged, and none is logged twice.
     result = fit(model, data, config.train,
-                 callbacks=[CheckpointCallback(out_dir, config), *callbacks],
+                 callbacks=[*loggers, CheckpointCallback(out_dir, config), *callbacks],
                  resume_state=resume_state)
     if not distributed.is_main_process():  # rank 0 alone evaluates, draws and writes
         return {"model": config.model, "dataset": config.data.name, "epochs": result.epochs,
@@ -372,12 +396,21 @@ def _evaluate(model, data, config, num_samples) -> tuple[dict, dict]:
 def read_config(run_dir) -> RunConfig:
     """Read and validate ``run_dir/config.json``."""
     path = Path(run_dir) / CONFIG_FILE
+    raw = read_config_json(run_dir)
+    # Before the names are checked: the plug-ins that registered them (never an unknown file).
+    load_recorded_plugins(raw.pop("plugins", []), where=f"run {str(run_dir)!r}")
     try:
-        return RunConfig.from_dict(read_config_json(run_dir))
+        return RunConfig.from_dict(raw)
     except (ValueError, TypeError) as err:
         if str(path) in str(err):
             raise
         raise type(err)(f"run configuration {str(path)!r}: {err}") from err
+
+
+def trust_run_plugins(run_dir) -> None:
+    """Load the plug-ins ``run_dir`` recorded, files included (``--trust-run``: runs their code)."""
+    raw = read_config_json(run_dir)
+    load_recorded_plugins(raw.get("plugins", []), where=f"run {str(run_dir)!r}", trust=True)
 
 
 def _load_best(run_dir: Path, config: RunConfig) -> dict:

@@ -23,6 +23,7 @@ Example
 from __future__ import annotations
 
 import math
+import sys
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -32,14 +33,25 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import Dataset
-from ..errors import (check_bool, check_choice, check_instance, check_non_negative_int, check_positive_float,
-                      check_positive_int, check_seed)
+from ..errors import (
+    check_bool,
+    check_choice,
+    check_fraction,
+    check_instance,
+    check_non_negative_int,
+    check_positive_float,
+    check_positive_int,
+    check_seed,
+)
 from ..models.base import labels_for
 from . import distributed
 from .evaluate import _elbo
 from .objectives import OBJECTIVES, build_objective, check_kl_weighting
+from .optim import LR_SCHEDULES, OPTIMIZERS, LRSchedule, build_optimizer, build_schedule  # noqa: F401
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: ``--log`` choices, built by :func:`pyro_vae.inference.loggers.build_loggers`.
+LOGGERS = ("csv", "tensorboard")
 
 
 @dataclass
@@ -54,7 +66,7 @@ class TrainConfig:
         Examples per optimizer step (per process under torchrun: one step then sees
         ``world_size * batch_size``).
     lr : float
-        Adam learning rate.
+        Learning rate (of the first epoch, under a schedule).
     seed : int
         Seeds every random draw of the run (initialization, batches, binarization, z).
     device : str or None
@@ -84,6 +96,38 @@ class TrainConfig:
     patience : int
         With a validation split: stop after this many evaluations in a row without a better
         validation ELBO (0: never stop early). Needs ``eval_every > 0``.
+    optimizer : str
+        ``adam`` (torch's fused Adam), ``adamw`` or ``sgd``; see
+        :func:`pyro_vae.inference.optim.build_optimizer`.
+    momentum : float or None
+        SGD's momentum in [0, 1) (only with ``sgd``; None: 0.9).
+    weight_decay : float
+        >= 0; Adam's and SGD's L2 penalty, AdamW's decoupled decay (default 0: none).
+    clip_grad : float or None
+        Rescale the gradient of each step to this global (L2) norm when it is larger (None:
+        no clipping). ``adam`` with ``clip_grad`` plays the part of Pyro's ``ClippedAdam``
+        (which clips each element instead).
+    lr_schedule : str
+        ``constant``; ``cosine`` (from ``lr`` down towards ``lr_min`` over ``epochs``);
+        ``step`` (times ``lr_gamma`` every ``lr_step_epochs``); ``plateau`` (times
+        ``lr_gamma`` after ``lr_patience`` scores without improvement, the score being the
+        validation ELBO where there is a validation split and ``eval_every > 0``, else the
+        training curve). The rate changes between epochs; see :mod:`pyro_vae.inference.optim`.
+    lr_min : float or None
+        Floor of ``cosine`` and ``plateau``, in [0, lr) (None: 0).
+    lr_step_epochs : int or None
+        Epochs between reductions of ``step`` (required there, refused elsewhere).
+    lr_gamma : float or None
+        Factor in (0, 1) of ``step`` and ``plateau`` (None: 0.1).
+    lr_patience : int or None
+        Scores without improvement that ``plateau`` waits for, >= 0 (None: 5).
+    log : tuple of str
+        Loggers a run directory attaches (:data:`LOGGERS`: ``csv`` writes ``log.csv``,
+        ``tensorboard`` ``tensorboard/``); :func:`fit` itself logs nothing: with it, pass
+        loggers from :mod:`pyro_vae.inference.loggers` as callbacks.
+
+    Settings that apply to one optimizer or schedule only are refused with the others, so a
+    typo does not go unnoticed; their None defaults are filled in where they apply.
     """
 
     epochs: int = 20
@@ -100,6 +144,16 @@ class TrainConfig:
     progress: bool = True
     detect_anomaly: bool = False
     patience: int = 0
+    optimizer: str = "adam"
+    momentum: float | None = None
+    weight_decay: float = 0.0
+    clip_grad: float | None = None
+    lr_schedule: str = "constant"
+    lr_min: float | None = None
+    lr_step_epochs: int | None = None
+    lr_gamma: float | None = None
+    lr_patience: int | None = None
+    log: tuple = ()
 
     def __post_init__(self):
         check_positive_int("epochs", self.epochs)
@@ -119,10 +173,69 @@ class TrainConfig:
         self.beta, self.kl_warmup = check_kl_weighting(self.beta, self.kl_warmup)
         if self.device is not None:  # its availability is checked where it is used (fit)
             check_device_name(self.device)
+        self._check_optimization()
+
+    def _check_optimization(self) -> None:
+        """Check the optimizer, clipping, schedule and logging fields; fill in applicable defaults."""
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        self.weight_decay = _check_non_negative_float("weight_decay", self.weight_decay)
+        if self.clip_grad is not None:
+            self.clip_grad = check_positive_float("clip_grad", self.clip_grad)
+        _only_with("momentum", self.momentum, "optimizer", self.optimizer, ("sgd",))
+        if self.optimizer == "sgd":
+            self.momentum = check_fraction("momentum", 0.9 if self.momentum is None else self.momentum)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        schedule = self.lr_schedule
+        _only_with("lr_min", self.lr_min, "lr_schedule", schedule, ("cosine", "plateau"))
+        _only_with("lr_step_epochs", self.lr_step_epochs, "lr_schedule", schedule, ("step",))
+        _only_with("lr_gamma", self.lr_gamma, "lr_schedule", schedule, ("step", "plateau"))
+        _only_with("lr_patience", self.lr_patience, "lr_schedule", schedule, ("plateau",))
+        if schedule in ("cosine", "plateau"):
+            self.lr_min = _check_non_negative_float("lr_min", 0.0 if self.lr_min is None else self.lr_min)
+            if self.lr_min >= self.lr:
+                raise ValueError(f"lr_min {self.lr_min} must be below lr {self.lr} "
+                                 f"(the {schedule} schedule decreases the rate towards it)")
+        if schedule == "step":
+            if self.lr_step_epochs is None:
+                raise ValueError("lr_schedule 'step' needs lr_step_epochs, the epochs between two "
+                                 "reductions (--lr-step-epochs N, a positive integer)")
+            check_positive_int("lr_step_epochs", self.lr_step_epochs)
+        if schedule in ("step", "plateau"):
+            self.lr_gamma = check_fraction("lr_gamma", 0.1 if self.lr_gamma is None else self.lr_gamma,
+                                           allow_zero=False)
+        if schedule == "plateau":
+            self.lr_patience = check_non_negative_int("lr_patience", 5 if self.lr_patience is None
+                                                      else self.lr_patience)
+        self.log = _check_loggers(self.log)
 
 
-#: Devices whose tensors torch's fused Adam kernel supports.
-_FUSED_ADAM_DEVICES = ("cpu", "cuda")
+def _only_with(name: str, value, owner: str, chosen: str, applies: tuple) -> None:
+    """Refuse a setting given (not None) where ``owner`` is not one of those it applies to."""
+    if value is not None and chosen not in applies:
+        raise ValueError(f"{name} {value!r} applies to {owner} {' or '.join(map(repr, applies))}, "
+                         f"not {chosen!r}")
+
+
+def _check_non_negative_float(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a non-negative number, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite non-negative number, got {value}")
+    return float(value)
+
+
+def _check_loggers(value) -> tuple:
+    """``log`` as a tuple of distinct names from :data:`LOGGERS` (a comma-separated string too)."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"log must be a sequence of logger names ({', '.join(LOGGERS)}), got {value!r}")
+    names = []
+    for name in value:
+        check_choice("log", name, LOGGERS)
+        if name not in names:
+            names.append(name)
+    return tuple(names)
 
 
 def check_device_name(name) -> str:
@@ -157,29 +270,75 @@ class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss (or parameters); the last checkpoint is left as it was."""
 
 
-def _checkpoint_note(state: "TrainState") -> str:
+def _checkpoint_note(state: TrainState) -> str:
     if state.epoch == 0:
         return "No epoch finished, so nothing was saved"
     return f"The epoch was discarded; the last checkpoint (epoch {state.epoch}) is intact"
 
 
-class Callback:
-    """Hooks into :func:`fit`. ``state`` is the :class:`TrainState` after the epoch.
+@dataclass
+class StepInfo:
+    """What :meth:`Callback.on_step_end` is told about the step just taken.
 
-    ``state.improved`` says whether this epoch's validation ELBO is the best so far (its
-    parameters are the ones :func:`fit` ends with).
+    ``loss`` is the batch's mean negative objective as a device tensor: reading it
+    (``.item()``) synchronizes with the device, so a callback that does so at every step
+    slows training down; keep it, or read it every N steps.
     """
 
-    def on_epoch_end(self, model, state: "TrainState") -> None:
+    step: int  # global step, counted from 1 over the whole run (resumes included)
+    epoch: int  # the epoch it belongs to (1, 2, ...)
+    loss: torch.Tensor  # () tensor on the training device, detached
+    lr: float  # the learning rate of the step
+
+
+class Callback:
+    """Hooks into :func:`fit`; in a distributed run they run on rank 0 only.
+
+    ``on_train_start`` runs once the state is set up (``state.epoch`` > 0 on a resume),
+    ``on_step_end`` after each optimizer step, ``on_epoch_end`` after each finished and
+    checked epoch (``state.history[-1]`` is its record; ``state.improved`` says whether its
+    validation ELBO is the best so far), ``on_train_end`` when training ends, and
+    ``on_exception`` when :func:`fit` raises (errors inside it are ignored, so the original
+    one is what surfaces).
+
+    A callback stops training by setting ``state.should_stop = True`` (in any hook): the
+    current epoch is finished, recorded and passed to ``on_epoch_end`` (checkpointed by a run
+    directory), then :func:`fit` returns. Stopping at epoch boundaries keeps every checkpoint
+    at one and resume exact; a stop requested during an epoch waits for its end.
+
+    Example
+    -------
+    >>> class StopAt(Callback):
+    ...     def __init__(self, step):
+    ...         self.stop_step = step
+    ...     def on_step_end(self, model, state, info):
+    ...         state.should_stop = state.should_stop or info.step >= self.stop_step
+    """
+
+    def on_train_start(self, model, state: TrainState) -> None:
         pass
 
-    def on_train_end(self, model, state: "TrainState") -> None:
+    def on_step_end(self, model, state: TrainState, info: StepInfo) -> None:
+        pass
+
+    def on_epoch_end(self, model, state: TrainState) -> None:
+        pass
+
+    def on_train_end(self, model, state: TrainState) -> None:
+        pass
+
+    def on_exception(self, model, state: TrainState, error: BaseException) -> None:
         pass
 
 
 @dataclass
 class TrainState:
-    """Everything needed to continue training exactly where it stopped."""
+    """Everything needed to continue training exactly where it stopped.
+
+    ``schedule`` is the learning-rate schedule; a stateful one (plateau) is saved in
+    :meth:`state_dict`. ``should_stop`` is a request from a callback (see :class:`Callback`);
+    it is not saved: a resumed run trains on.
+    """
 
     optimizer: torch.optim.Optimizer
     epoch: int = 0  # finished epochs
@@ -194,6 +353,8 @@ class TrainState:
     # The best epoch's parameters (CPU copies). Not in state_dict(): a run directory keeps
     # them in their own file (best.pt) and passes them back as resume_state["best_model"].
     best_model: dict | None = None
+    schedule: LRSchedule | None = None
+    should_stop: bool = False
 
     @property
     def improved(self) -> bool:
@@ -213,7 +374,7 @@ class TrainState:
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {
+        state = {
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
@@ -224,6 +385,9 @@ class TrainState:
                           "evaluations_since_best": self.evaluations_since_best,
                           "stopped_early": self.stopped_early},
         }
+        if self.schedule is not None and self.schedule.stateful:
+            state["schedule"] = self.schedule.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -237,6 +401,11 @@ class TrainState:
         self.evaluations_since_best = int(selection.get("evaluations_since_best", 0))
         self.stopped_early = bool(selection.get("stopped_early", False))
         self.best_model = state.get("best_model")
+        if self.schedule is not None and self.schedule.stateful:
+            if "schedule" not in state:
+                raise ValueError(f"train_state has no 'schedule' entry, which a "
+                                 f"{type(self.schedule).__name__} schedule resumes from")
+            self.schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -253,6 +422,7 @@ class FitResult:
     state: TrainState
     best_epoch: int | None = None  # the epoch whose parameters the model ends with
     stopped_early: bool = False
+    stop_requested: bool = False  # a callback set state.should_stop
 
 
 @torch.no_grad()
@@ -281,7 +451,7 @@ def _evaluation_rng(seed: int, epoch: int, device: torch.device):
         yield
 
 
-def training_curve_key(config: "TrainConfig") -> str:
+def training_curve_key(config: TrainConfig) -> str:
     """History key of the training curve: ``train_elbo`` only when the objective is the ELBO.
 
     Under ``beta != 1``, a KL warm-up or the IWAE objective the quantity optimized is not
@@ -289,27 +459,6 @@ def training_curve_key(config: "TrainConfig") -> str:
     """
     plain = config.objective in ("elbo", "meanfield") and config.beta == 1 and not config.kl_warmup
     return "train_elbo" if plain else "train_objective"
-
-
-def build_optimizer(parameters, lr: float) -> torch.optim.Adam:
-    """One Adam over all ``parameters``, with torch's fused kernel where it has one.
-
-    The fused implementation updates every parameter in one pass per tensor instead of about
-    ten elementwise operations each; it is the same algorithm (results agree to float
-    rounding). Measured on this project's 2-core CPU for the 784-400-50 VAE: 0.27 ms a step
-    instead of 0.85 ms (see ``benchmarks/train_throughput.py``). Parameters on a device
-    without the kernel get the default implementation.
-
-    Example
-    -------
-    >>> from torch import nn
-    >>> build_optimizer(nn.Linear(3, 2).parameters(), lr=1e-3).param_groups[0]["fused"]
-    True
-    """
-    params = list(parameters)
-    fused = bool(params) and all(p.is_floating_point() and p.device.type in _FUSED_ADAM_DEVICES
-                                 for p in params)
-    return torch.optim.Adam(params, lr=lr, fused=fused or None)
 
 
 def validate_training_data(model, data) -> None:
@@ -348,19 +497,24 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
         torchrun); ``data.x_test`` is evaluated every ``config.eval_every`` epochs.
     config : TrainConfig
     callbacks : sequence of Callback
-        Called after each finished epoch (checkpointing, logging) and at the end; in a
-        distributed run on rank 0 only.
+        Called at the start, after each step (those that define ``on_step_end``), after each
+        finished epoch (checkpointing, logging), at the end and on an exception; in a
+        distributed run on rank 0 only. Any of them may stop training after the current
+        epoch with ``state.should_stop = True`` (see :class:`Callback`).
     resume_state : dict or None
-        A :meth:`TrainState.state_dict` to continue from (optimizer, RNG, epoch, history).
+        A :meth:`TrainState.state_dict` to continue from (optimizer, RNG, epoch, history,
+        a plateau schedule's state).
 
     Returns
     -------
     FitResult
         ``history[i]`` is ``{"epoch", "train_elbo" | "train_objective"[, "val_elbo" |
-        "test_elbo"]}``: the epoch's average training objective (``train_elbo`` when it is
-        the ELBO, see :func:`training_curve_key`) and, where evaluated, the ELBO of the
-        validation split, or of the test split when there is no validation split (nats per
-        example).
+        "test_elbo"], "lr", "grad_norm"[, "kl_weight"]}``: the epoch's average training
+        objective (``train_elbo`` when it is the ELBO, see :func:`training_curve_key`),
+        where evaluated the ELBO of the validation split, or of the test split when there is
+        no validation split (nats per example), the epoch's learning rate, the mean over its
+        steps of the gradient's global L2 norm before clipping, and, when the KL is weighted
+        (``beta != 1`` or a warm-up), the epoch's KL weight.
 
     Notes
     -----
@@ -370,6 +524,9 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     the best parameters (``FitResult.best_epoch``); the test split is not looked at. A
     non-finite validation/test ELBO is divergence (:class:`NonFiniteLossError`), raised
     before callbacks see the epoch.
+
+    When stderr is not a terminal (a log file, CI), ``progress`` prints one line per epoch
+    (:func:`progress_line`) instead of a progress bar.
 
     Launched by ``torchrun`` with several processes, each trains on its shard of every epoch
     (``batch_size`` examples per process and step) and DistributedDataParallel averages the
@@ -403,108 +560,227 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
 
     objective = build_objective(config.objective, particles=config.particles, beta=config.beta,
                                 kl_warmup=config.kl_warmup)
-    optimizer = build_optimizer(model.parameters(), config.lr)
+    optimizer = build_optimizer(model.parameters(), config.lr, config.optimizer,
+                                weight_decay=config.weight_decay, momentum=config.momentum or 0.0)
+    schedule = build_schedule(config.lr_schedule, config.lr, epochs=config.epochs, lr_min=config.lr_min,
+                              step_epochs=config.lr_step_epochs, gamma=config.lr_gamma,
+                              patience=config.lr_patience)
+    params = [p for p in model.parameters() if p.is_floating_point()]
     # The objective as a module; with several processes DDP wraps it and averages gradients.
     loss_fn = distributed.wrap(distributed.LossModule(model, objective), device)
-    state = TrainState(optimizer=optimizer)
+    state = TrainState(optimizer=optimizer, schedule=schedule)
     if resume_state is not None:
         state.load_state_dict(resume_state)
     else:
         pyro.set_rng_seed(config.seed)
 
     show_progress = config.progress and main  # other ranks draw no bar and read no loss
+    # Not a terminal (a log file, CI): one plain line per epoch instead of a redrawn bar.
+    progress_lines = show_progress and not _is_terminal(sys.stderr)
     curve_key = training_curve_key(config)
-    while state.epoch < config.epochs and not state.stopped_early:
-        started = time.perf_counter()
-        epoch = state.epoch + 1
-        objective.set_epoch(epoch)
-        model.train()
-        step_losses = []  # per-step loss tensors, kept on the device until the epoch ends
-        n_seen = 0
-        if world > 1:  # this process's shard; its RNG stream reseeded from (seed, epoch, rank)
-            distributed.seed_epoch(config.seed, epoch)
-            batches, num_batches = distributed.shard_batches(data, config.batch_size, config.seed, epoch)
-        else:
-            batches = data.train_batches(config.batch_size)
-            num_batches = -(-data.x_train.shape[0] // config.batch_size)
-        bar = tqdm(batches, total=num_batches, desc=f"epoch {epoch}/{config.epochs}",
-                   disable=not show_progress, leave=False)
-        anomaly = torch.autograd.set_detect_anomaly(True) if config.detect_anomaly else nullcontext()
-        # Validation off (the data were checked above); no param-store registration (the torch
-        # optimizer owns the parameters): both would cost time at every step.
-        with pyro.validation_enabled(False), anomaly, model.optimized_by_torch():
-            for x, y in bar:
-                y = labels_for(model, y)
-                loss = loss_fn(x, y)  # sum over the batch of -objective
-                optimizer.zero_grad(set_to_none=True)
-                try:
-                    (loss / x.shape[0]).backward()
-                except RuntimeError as err:
-                    # Anomaly mode raises at the first backward operation that returns NaN;
-                    # any other error (out of memory, a device fault) goes up as it is.
-                    if not (config.detect_anomaly and "returned nan values" in str(err)):
-                        raise
-                    raise NonFiniteLossError(
-                        f"non-finite gradient at epoch {epoch}, step {len(step_losses) + 1} of the "
-                        f"epoch (global step {state.step + len(step_losses) + 1}): "
-                        f"{str(err).strip().splitlines()[0]} (the forward operation that computed "
-                        f"it is in the warning above). {_checkpoint_note(state)}"
-                    ) from err
-                optimizer.step()
-                step_losses.append(loss.detach())
-                n_seen += x.shape[0]
-                if show_progress and len(step_losses) % 10 == 0:
-                    bar.set_postfix(loss=f"{loss.item() / x.shape[0]:.2f}")
-        losses = torch.stack(step_losses)
-        if world > 1:  # every rank took as many steps on as many examples: sum step i's loss
-            losses = distributed.all_reduce_sum(losses.double())
-            n_seen *= world
-        finite = torch.isfinite(losses)
-        if not bool(finite.all()):
-            bad_step = int((~finite).nonzero()[0, 0]) + 1
-            raise NonFiniteLossError(
-                f"non-finite loss at epoch {epoch}, step {bad_step} of the epoch (global step "
-                f"{state.step + bad_step}); likely causes: a learning rate too high (--lr), "
-                f"pixels outside the likelihood's support, or a variance collapsing to zero. "
-                f"{_checkpoint_note(state)}; rerun with --detect-anomaly to locate the operation"
-            )
-        # A NaN/Inf gradient with a finite loss (at the epoch's last step) poisons the
-        # parameters without showing in the losses: one reduction and one sync per epoch.
-        params = [p for p in model.parameters() if p.is_floating_point()]
-        if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
-            raise NonFiniteLossError(
-                f"non-finite parameters after epoch {epoch} (global step "
-                f"{state.step + len(step_losses)} at the latest): a gradient was NaN or infinite "
-                f"although the loss was finite; likely causes: a learning rate too high (--lr) or "
-                f"an operation with an unbounded derivative (sqrt or log near 0). "
-                f"{_checkpoint_note(state)}; rerun with --detect-anomaly to locate the operation"
-            )
-        record = {"epoch": epoch, curve_key: -losses.sum().item() / n_seen}
-        if config.eval_every and (epoch % config.eval_every == 0 or epoch == config.epochs):
-            model.eval()
-            with _evaluation_rng(config.seed, epoch, device):
-                score = _held_out_elbo(model, x_held, labels_for(model, y_held), world)
-            if not math.isfinite(score):
-                raise NonFiniteLossError(
-                    f"non-finite {held_key.replace('_', ' ').replace('elbo', 'ELBO')} ({score}) "
-                    f"after epoch {epoch}: the model diverged; likely causes: a learning rate too "
-                    f"high (--lr) or a variance collapsing to zero. {_checkpoint_note(state)}")
-            record[held_key] = score
-            if selecting:
-                state.consider(model, epoch, score)
-        state.epoch = epoch
-        state.step += len(step_losses)
-        state.history.append(record)
-        state.seconds += time.perf_counter() - started
-        if config.patience and state.evaluations_since_best >= config.patience:
-            state.stopped_early = True  # recorded before the checkpoint, so resume knows
-        for callback in callbacks if main else ():  # rank 0 alone checkpoints and logs
-            callback.on_epoch_end(model, state)
-    if state.best_model is not None:  # end with the parameters that scored best on validation
-        model.load_state_dict(state.best_model)
-    for callback in callbacks if main else ():
-        callback.on_train_end(model, state)
+    kl_weighted = config.beta != 1 or bool(config.kl_warmup)
+    # plateau watches the validation ELBO where it is computed, else the training curve.
+    plateau_key = held_key if selecting and config.eval_every else curve_key
+    callbacks = list(callbacks) if main else []  # rank 0 alone checkpoints and logs
+    step_callbacks = [c for c in callbacks if type(c).on_step_end is not Callback.on_step_end]
+    try:
+        for callback in callbacks:
+            callback.on_train_start(model, state)
+        while state.epoch < config.epochs and not state.stopped_early and not state.should_stop:
+            _train_epoch(model, data, config, state, loss_fn, objective, params, held=(x_held, y_held),
+                         keys=(curve_key, held_key, plateau_key), selecting=selecting, world=world,
+                         device=device, kl_weighted=kl_weighted, show_progress=show_progress,
+                         progress_lines=progress_lines, step_callbacks=step_callbacks)
+            for callback in callbacks:
+                callback.on_epoch_end(model, state)
+            if world > 1:  # a stop asked for on rank 0 stops every rank after the same epoch
+                flag = torch.tensor([float(state.should_stop)], device=device)
+                state.should_stop = bool(distributed.all_reduce_sum(flag).item() > 0)
+        stop_requested = state.should_stop
+        if state.best_model is not None:  # end with the parameters that scored best on validation
+            model.load_state_dict(state.best_model)
+        for callback in callbacks:
+            callback.on_train_end(model, state)
+    except BaseException as err:
+        for callback in callbacks:
+            try:
+                callback.on_exception(model, state, err)
+            except Exception:  # noqa: BLE001  (the original error is the one to report)
+                pass
+        raise
     distributed.dump_rank_state(model)  # test hook; no-op unless distributed and asked for
     return FitResult(history=state.history, epochs=state.epoch, steps=state.step,
                      seconds=state.seconds, state=state, best_epoch=state.best_epoch,
-                     stopped_early=state.stopped_early)
+                     stopped_early=state.stopped_early, stop_requested=stop_requested)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def _grad_norm(grads: list, like: torch.Tensor) -> torch.Tensor:
+    """The global L2 norm of ``grads`` as a device tensor (no host sync); 0 without gradients."""
+    if not grads:
+        return torch.zeros((), device=like.device, dtype=like.dtype)
+    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6: one foreach kernel
+        return torch.nn.utils.get_total_norm(grads)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+def _clip(params: list, max_norm: float, norm: torch.Tensor) -> None:
+    """Scale the gradients of ``params`` in place by ``min(1, max_norm / (norm + 1e-6))``
+    (torch's ``clip_grad_norm_``, given the norm already computed; no host sync)."""
+    if hasattr(torch.nn.utils, "clip_grads_with_norm_"):  # torch >= 2.6
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+        return
+    coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    for p in params:
+        if p.grad is not None:
+            p.grad.mul_(coef.to(p.grad.dtype))
+
+
+def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held, keys, selecting,
+                 world, device, kl_weighted, show_progress, progress_lines, step_callbacks) -> None:
+    """One epoch: the steps, the once-per-epoch host read and checks, evaluation, the record.
+
+    Leaves ``state`` advanced by the epoch (its record appended, a stateful schedule told
+    the watched score) or raises :class:`NonFiniteLossError` with ``state`` untouched.
+    """
+    curve_key, held_key, plateau_key = keys
+    optimizer = state.optimizer
+    started = time.perf_counter()
+    epoch = state.epoch + 1
+    objective.set_epoch(epoch)
+    # Schedules are functions of the epoch (plateau: of its saved state): a resumed run
+    # recomputes the rate from the checkpoint's epoch.
+    lr = state.schedule.lr(epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    model.train()
+    step_losses = []  # per-step loss tensors, kept on the device until the epoch ends
+    step_norms = []  # per-step gradient norms (before clipping), likewise
+    n_seen = 0
+    if world > 1:  # this process's shard; its RNG stream reseeded from (seed, epoch, rank)
+        distributed.seed_epoch(config.seed, epoch)
+        batches, num_batches = distributed.shard_batches(data, config.batch_size, config.seed, epoch)
+    else:
+        batches = data.train_batches(config.batch_size)
+        num_batches = -(-data.x_train.shape[0] // config.batch_size)
+    bar = tqdm(batches, total=num_batches, desc=f"epoch {epoch}/{config.epochs}",
+               disable=not show_progress or progress_lines, leave=False)
+    anomaly = torch.autograd.set_detect_anomaly(True) if config.detect_anomaly else nullcontext()
+    # Validation off (the data were checked above); no param-store registration (the torch
+    # optimizer owns the parameters): both would cost time at every step.
+    with pyro.validation_enabled(False), anomaly, model.optimized_by_torch():
+        for x, y in bar:
+            y = labels_for(model, y)
+            loss = loss_fn(x, y)  # sum over the batch of -objective
+            optimizer.zero_grad(set_to_none=True)
+            try:
+                (loss / x.shape[0]).backward()
+            except RuntimeError as err:
+                # Anomaly mode raises at the first backward operation that returns NaN;
+                # any other error (out of memory, a device fault) goes up as it is.
+                if not (config.detect_anomaly and "returned nan values" in str(err)):
+                    raise
+                raise NonFiniteLossError(
+                    f"non-finite gradient at epoch {epoch}, step {len(step_losses) + 1} of the "
+                    f"epoch (global step {state.step + len(step_losses) + 1}): "
+                    f"{str(err).strip().splitlines()[0]} (the forward operation that computed "
+                    f"it is in the warning above). {_checkpoint_note(state)}"
+                ) from err
+            grads = [p.grad for p in params if p.grad is not None]
+            norm = _grad_norm(grads, loss)  # () on the device, before clipping
+            if config.clip_grad is not None:
+                _clip(params, config.clip_grad, norm)
+            optimizer.step()
+            step_losses.append(loss.detach())
+            step_norms.append(norm)
+            n_seen += x.shape[0]
+            if show_progress and not progress_lines and len(step_losses) % 10 == 0:
+                bar.set_postfix(loss=f"{loss.item() / x.shape[0]:.2f}")
+            if step_callbacks:
+                info = StepInfo(step=state.step + len(step_losses), epoch=epoch,
+                                loss=step_losses[-1] / x.shape[0], lr=lr)
+                for callback in step_callbacks:
+                    callback.on_step_end(model, state, info)
+    losses = torch.stack(step_losses)
+    if world > 1:  # every rank took as many steps on as many examples: sum step i's loss
+        losses = distributed.all_reduce_sum(losses.double())
+        n_seen *= world
+    finite = torch.isfinite(losses)
+    if not bool(finite.all()):
+        bad_step = int((~finite).nonzero()[0, 0]) + 1
+        raise NonFiniteLossError(
+            f"non-finite loss at epoch {epoch}, step {bad_step} of the epoch (global step "
+            f"{state.step + bad_step}); likely causes: a learning rate too high (--lr), "
+            f"pixels outside the likelihood's support, or a variance collapsing to zero. "
+            f"{_checkpoint_note(state)}; rerun with --detect-anomaly to locate the operation"
+        )
+    # A NaN/Inf gradient with a finite loss (at the epoch's last step) poisons the
+    # parameters without showing in the losses: one reduction and one sync per epoch.
+    # The gradient norms (identical on every rank: DDP averaged the gradients) come with it.
+    finite_params = torch.stack([torch.isfinite(p).all() for p in params]).all() if params else None
+    grad_norm = torch.stack(step_norms).double().mean().item()
+    if (finite_params is not None and not bool(finite_params)) or not math.isfinite(grad_norm):
+        raise NonFiniteLossError(
+            f"non-finite parameters after epoch {epoch} (global step "
+            f"{state.step + len(step_losses)} at the latest): a gradient was NaN or infinite "
+            f"although the loss was finite; likely causes: a learning rate too high (--lr) or "
+            f"an operation with an unbounded derivative (sqrt or log near 0). "
+            f"{_checkpoint_note(state)}; rerun with --detect-anomaly to locate the operation"
+        )
+    record = {"epoch": epoch, curve_key: -losses.sum().item() / n_seen}
+    if config.eval_every and (epoch % config.eval_every == 0 or epoch == config.epochs):
+        model.eval()
+        x_held, y_held = held
+        with _evaluation_rng(config.seed, epoch, device):
+            score = _held_out_elbo(model, x_held, labels_for(model, y_held), world)
+        if not math.isfinite(score):
+            raise NonFiniteLossError(
+                f"non-finite {held_key.replace('_', ' ').replace('elbo', 'ELBO')} ({score}) "
+                f"after epoch {epoch}: the model diverged; likely causes: a learning rate too "
+                f"high (--lr) or a variance collapsing to zero. {_checkpoint_note(state)}")
+        record[held_key] = score
+        if selecting:
+            state.consider(model, epoch, score)
+    record["lr"] = lr
+    record["grad_norm"] = grad_norm
+    if kl_weighted:
+        record["kl_weight"] = objective.kl_weight
+    if state.schedule.stateful and plateau_key in record:
+        state.schedule.observe(record[plateau_key])  # before the checkpoint saves its state
+    state.epoch = epoch
+    state.step += len(step_losses)
+    state.history.append(record)
+    epoch_seconds = time.perf_counter() - started
+    state.seconds += epoch_seconds
+    if config.patience and state.evaluations_since_best >= config.patience:
+        state.stopped_early = True  # recorded before the checkpoint, so resume knows
+    if progress_lines:
+        print(progress_line(record, config.epochs, epoch_seconds), file=sys.stderr, flush=True)
+
+
+def progress_line(record: dict, epochs: int, seconds: float) -> str:
+    """The line printed per epoch when stderr is not a terminal.
+
+    Example
+    -------
+    >>> progress_line({"epoch": 3, "train_elbo": -45.123, "test_elbo": -46.0, "lr": 1e-3,
+    ...                "grad_norm": 12.5}, 20, 1.234)
+    'epoch 3/20 train_elbo -45.12 test_elbo -46.00 lr 0.001 grad_norm 12.5 1.23 s'
+    """
+    parts = [f"epoch {record['epoch']}/{epochs}"]
+    for key, value in record.items():
+        if key in ("epoch", "lr", "grad_norm", "kl_weight"):
+            continue
+        parts.append(f"{key} {value:.2f}")
+    parts.append(f"lr {record['lr']:.4g}")
+    if "grad_norm" in record:
+        parts.append(f"grad_norm {record['grad_norm']:.4g}")
+    if "kl_weight" in record:
+        parts.append(f"kl_weight {record['kl_weight']:.4g}")
+    return " ".join(parts) + f" {seconds:.2f} s"
