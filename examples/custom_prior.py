@@ -23,7 +23,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from pyro_vae import DataConfig, TrainConfig, VAE, VAEConfig, fit, load_dataset, log_likelihood
+from pyro_vae import VAE, DataConfig, TrainConfig, VAEConfig, fit, load_dataset, log_likelihood
 from pyro_vae.models.priors import Prior
 from pyro_vae.registry import register
 

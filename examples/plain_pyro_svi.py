@@ -10,10 +10,9 @@ the evaluation, which score the result in nats per example.
 import argparse
 
 import pyro
-import torch
 from pyro.infer import SVI, Trace_ELBO
 
-from pyro_vae import DataConfig, VAE, VAEConfig, evaluate, load_dataset
+from pyro_vae import VAE, DataConfig, VAEConfig, evaluate, load_dataset
 
 
 def main(epochs: int = 20) -> dict:

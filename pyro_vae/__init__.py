@@ -13,10 +13,25 @@ __version__ = "0.1.0"
 
 from .data import DataConfig, Dataset, load_dataset  # noqa: E402
 from .inference import (  # noqa: E402
-    Callback, FitResult, TrainConfig, elbo, evaluate, fit, log_importance_weights, log_likelihood,
+    Callback,
+    FitResult,
+    TrainConfig,
+    elbo,
+    evaluate,
+    fit,
+    log_importance_weights,
+    log_likelihood,
 )
 from .models import (  # noqa: E402
-    CVAE, MODELS, PPCA, GenerativeModel, Mixture, MixtureConfig, PPCAConfig, VAE, VAEConfig,
+    CVAE,
+    MODELS,
+    PPCA,
+    VAE,
+    GenerativeModel,
+    Mixture,
+    MixtureConfig,
+    PPCAConfig,
+    VAEConfig,
 )
 from .runs import RunConfig, evaluate_run, load_run, resume_run, train_run  # noqa: E402
 

@@ -35,6 +35,7 @@ MODEL_OPTIONS = {
     "obs_scale": "obs_scale",
     "prior_components": "prior_components",
     "components": "num_components",
+    "levels": "levels",
 }
 
 
@@ -53,7 +54,8 @@ def _seed_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,1,2, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 0,1,2, got {text!r}") from None
     return values
 
 
@@ -61,7 +63,8 @@ def _int_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(","))  # an empty item (8,,4) is refused
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 400,200, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 400,200, got {text!r}") from None
     if not values or any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected positive integers such as 400,200, got {text!r}")
     return values
@@ -129,6 +132,8 @@ def _add_shared_options(p, eval_samples: bool = True) -> None:
     p.add_argument("--prior-components", type=int,
                    help="components of the mog prior, pseudo-inputs of the vamp prior")
     p.add_argument("--components", type=int, help="components K of the mixture model (--model mixture)")
+    p.add_argument("--levels", type=int,
+                   help="stochastic layers of the hierarchical VAE (--model hvae; default: 2)")
     p.add_argument("--binarize", choices=BINARIZE_CHOICES,
                    help="dynamic (default for the bernoulli likelihood) | static | none (default for "
                         "densities: continuous-bernoulli, gaussian, ppca)")

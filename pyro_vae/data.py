@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from .datasets_files import load_fashion_mnist, load_frey, load_mnist, load_npz
+from .errors import check_bool, check_choice, check_fraction, check_instance, check_positive_int, check_seed
 from .registry import Registry
-from .errors import check_bool, check_choice, check_instance, check_fraction, check_positive_int, check_seed
 
 BINARIZE_CHOICES = ("dynamic", "static", "none")
 
@@ -142,7 +142,7 @@ class Dataset:
         """Whether every batch this data set yields holds only 0s and 1s."""
         return self.binarize != "none"
 
-    def to(self, device=None, dtype=None) -> "Dataset":
+    def to(self, device=None, dtype=None) -> Dataset:
         """Return a copy with every ``x`` tensor moved/cast and every ``y`` tensor moved."""
 
         def move(t, cast):

@@ -52,7 +52,7 @@ from pathlib import Path
 #: Entry-point group of installed plug-in packages.
 ENTRY_POINT_GROUP = "pyro_vae.plugins"
 
-_REGISTRIES: dict[str, "Registry"] = {}
+_REGISTRIES: dict[str, Registry] = {}
 _LOADED: dict[str, dict] = {}  # plug-in key (path or module) -> its record
 _loading: list[dict] = []  # the plug-in being imported (registrations are credited to it)
 _discovered = False

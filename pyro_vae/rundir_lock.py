@@ -126,7 +126,7 @@ class RunDirLock:
         """Whether this object currently holds the lock."""
         return self._depth > 0
 
-    def acquire(self) -> "RunDirLock":
+    def acquire(self) -> RunDirLock:
         name = str(self.run_dir)
         try:
             if self.create:
@@ -192,7 +192,7 @@ class RunDirLock:
         if not self._depth:
             self._key = None
 
-    def __enter__(self) -> "RunDirLock":
+    def __enter__(self) -> RunDirLock:
         return self.acquire()
 
     def __exit__(self, *exc_info) -> None:

@@ -47,19 +47,39 @@ from .checkpoint import load_checkpoint, save_checkpoint, validate_train_state
 from .data import DataConfig, Dataset, load_dataset, split_generator
 from .errors import allocation_message, check_choice, check_instance, check_positive_int, is_allocation_error
 from .inference import distributed
-from .jsonio import Finite, NotRequired, Optional, check_schema
 from .inference.evaluate import evaluate_per_example, fingerprint, latent_diagnostics
-from .inference.train import (DTYPES, Callback, NonFiniteLossError, TrainConfig, fit,
-                              resolve_device, stored_device, training_curve_key,
-                              validate_training_data)
+from .inference.train import (
+    DTYPES,
+    Callback,
+    NonFiniteLossError,
+    TrainConfig,
+    fit,
+    resolve_device,
+    stored_device,
+    training_curve_key,
+    validate_training_data,
+)
+from .jsonio import Finite, NotRequired, Optional, check_schema
 from .models import GUIDES, LIKELIHOODS, MODELS
-from .registry import load_recorded_plugins, plugins_used
 from .models.base import labels_for
+from .registry import load_recorded_plugins, plugins_used
 from .rundir_lock import RunDirLock
-from .runfiles import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, FIGURES_DIR, METRICS_FILE,  # noqa: F401
-                       PER_EXAMPLE_FILE, check_out_dir, prepare_out_dir, read_config_json,
-                       read_metrics, read_per_example, write_config, write_metrics, write_per_example)
-
+from .runfiles import (  # noqa: F401
+    BEST_FILE,
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    FIGURES_DIR,
+    METRICS_FILE,
+    PER_EXAMPLE_FILE,
+    check_out_dir,
+    prepare_out_dir,
+    read_config_json,
+    read_metrics,
+    read_per_example,
+    write_config,
+    write_metrics,
+    write_per_example,
+)
 
 #: What TrainState.state_dict() writes as "selection" (absent in checkpoints of older versions).
 _SELECTION_SCHEMA = Optional({"best_epoch": Optional(int), "best_score": Optional(Finite),
@@ -119,7 +139,7 @@ class RunConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples -> lists, plain JSON
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "RunConfig":
+    def from_dict(cls, raw: dict) -> RunConfig:
         if not isinstance(raw, dict):
             raise ValueError(f"run configuration must be a JSON object, got {type(raw).__name__}")
         try:
@@ -197,6 +217,17 @@ def _checkpoint_config(config: RunConfig) -> dict:
     raw = config.to_dict()
     raw["train"] = {k: v for k, v in raw["train"].items() if k not in _RESUMABLE_CHANGES}
     return raw
+
+
+def _without_defaults(raw) -> dict:
+    """``raw`` less the training settings at their defaults, for comparing a checkpoint's
+    configuration with config.json: a setting added in a later version (absent from older
+    checkpoints) then matches as long as the run leaves it at its default."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("train"), dict):
+        return raw
+    defaults = dataclasses.asdict(TrainConfig())
+    train = {k: v for k, v in raw["train"].items() if k not in defaults or v != defaults[k]}
+    return {**raw, "train": train}
 
 
 class CheckpointCallback(Callback):
@@ -438,7 +469,7 @@ def _load_run_checkpoint(run_dir: Path, config: RunConfig, map_location="cpu", *
         saved = json.loads(checkpoint["config"])
     except (TypeError, ValueError) as err:
         raise ValueError(f"checkpoint in {str(run_dir)!r} holds no readable configuration ({err})") from err
-    expected = _checkpoint_config(config)
+    saved, expected = _without_defaults(saved), _without_defaults(_checkpoint_config(config))
     if saved != expected:
         diffs = _diff(saved, expected)
         raise ValueError(

@@ -12,7 +12,7 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
-from pyro_vae import CVAE, TrainConfig, VAE, VAEConfig, evaluate, fit, log_likelihood
+from pyro_vae import CVAE, VAE, TrainConfig, VAEConfig, evaluate, fit, log_likelihood
 from pyro_vae.cli import main
 from tests.conftest import binary_batch
 

@@ -21,12 +21,16 @@ import pytest
 import torch
 
 import pyro_vae.checkpoint as checkpoint_module
-from pyro_vae.checkpoint import (FORMAT_VERSION, SLOW_WRITE_ENV, atomic_write_text, checksum,
-                                 load_checkpoint, save_checkpoint)
+from pyro_vae.checkpoint import (
+    FORMAT_VERSION,
+    SLOW_WRITE_ENV,
+    atomic_write_text,
+    checksum,
+    load_checkpoint,
+    save_checkpoint,
+)
 from pyro_vae.cli import main
 from pyro_vae.runs import read_config
-
-from tests.conftest import TINY_TRAIN_ARGS as TINY
 
 
 def _write_marker(path):

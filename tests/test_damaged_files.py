@@ -34,12 +34,17 @@ import pytest
 import scipy.io
 import torch
 
-from pyro_vae.checkpoint import (DiskFullError, atomic_write_text, checksum, load_checkpoint,
-                                 save_checkpoint, validate_train_state)
+from pyro_vae.checkpoint import (
+    DiskFullError,
+    atomic_write_text,
+    checksum,
+    load_checkpoint,
+    save_checkpoint,
+    validate_train_state,
+)
 from pyro_vae.data import DataConfig, load_dataset
 from pyro_vae.datasets_files import MAX_CLASSES, load_npz, read_idx
 from pyro_vae.inference.train import TrainState
-
 from tests.test_data_sources import write_idx
 
 

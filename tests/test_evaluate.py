@@ -10,9 +10,15 @@ import torch
 from pyro.infer import Trace_ELBO
 from scipy.stats import multivariate_normal
 
-from pyro_vae import TrainConfig, VAE, VAEConfig, fit
-from pyro_vae.inference.evaluate import (bits_per_dim, elbo, evaluate, latent_diagnostics,
-                                         log_importance_weights, log_likelihood)
+from pyro_vae import VAE, TrainConfig, VAEConfig, fit
+from pyro_vae.inference.evaluate import (
+    bits_per_dim,
+    elbo,
+    evaluate,
+    latent_diagnostics,
+    log_importance_weights,
+    log_likelihood,
+)
 from pyro_vae.models.base import GenerativeModel
 from tests.conftest import binary_batch
 

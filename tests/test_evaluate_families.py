@@ -20,8 +20,19 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from sklearn.mixture import GaussianMixture
 
-from pyro_vae import (CVAE, PPCA, DataConfig, Mixture, MixtureConfig, PPCAConfig, TrainConfig, VAE,
-                      VAEConfig, fit, load_dataset)
+from pyro_vae import (
+    CVAE,
+    PPCA,
+    VAE,
+    DataConfig,
+    Mixture,
+    MixtureConfig,
+    PPCAConfig,
+    TrainConfig,
+    VAEConfig,
+    fit,
+    load_dataset,
+)
 from pyro_vae.inference.evaluate import bits_per_dim, elbo, evaluate, log_likelihood
 
 # The module itself: ``pyro_vae.inference.evaluate`` as an attribute is the function evaluate().

@@ -6,8 +6,19 @@ import math
 import numpy as np
 import pytest
 
-from pyro_vae.jsonio import (DictOf, Finite, ListOf, NotRequired, Object, OneOf, Optional,
-                             check_schema, dumps_finite, loads_checked, read_json_file)
+from pyro_vae.jsonio import (
+    DictOf,
+    Finite,
+    ListOf,
+    NotRequired,
+    Object,
+    OneOf,
+    Optional,
+    check_schema,
+    dumps_finite,
+    loads_checked,
+    read_json_file,
+)
 
 METRICS = {
     "model": "vae",
@@ -92,7 +103,7 @@ def test_deep_nesting_refused_without_recursion_error():
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 def test_nonfinite_literals_refused(literal):
     with pytest.raises(ValueError, match=rf"^'m\.json' holds {literal}, which is not JSON"):
-        loads_checked('{"test": {"elbo": %s}}' % literal, path="m.json")
+        loads_checked(f'{{"test": {{"elbo": {literal}}}}}', path="m.json")
 
 
 def test_overflowing_number_refused():

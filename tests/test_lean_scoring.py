@@ -17,8 +17,7 @@ from pyro.distributions.kl import kl_divergence
 from pyro.poutine.util import site_is_subsample
 
 from pyro_vae.inference.evaluate import log_importance_weights
-from pyro_vae.inference.objectives import (TraceELBOObjective, _fast_path_applies,
-                                           build_objective)
+from pyro_vae.inference.objectives import TraceELBOObjective, _fast_path_applies, build_objective
 from pyro_vae.inference.tracing import record_sites, scaled_log_prob, scored_sites
 from pyro_vae.models import CVAE, PPCA, VAE, Mixture, MixtureConfig, PPCAConfig, VAEConfig
 from pyro_vae.models.distributions import BernoulliPixels, DiagonalNormal, StandardNormal
@@ -148,7 +147,7 @@ def test_diagonal_normal_inside_real_plates_matches_generic():
     pyro.set_rng_seed(2)
     site = record_sites(program, DiagonalNormal)["z"]
     pyro.set_rng_seed(2)
-    ref = poutine.trace(program).get_trace(lambda l, s: dist.Normal(l, s).to_event(1))
+    ref = poutine.trace(program).get_trace(lambda loc, s: dist.Normal(loc, s).to_event(1))
     assert site["fn"].batch_shape == (3, 4)
     assert torch.equal(site["value"], ref.nodes["z"]["value"])
     ref.compute_log_prob()

@@ -9,8 +9,14 @@ import torch
 from pyro_vae.data import DataConfig, load_dataset
 from pyro_vae.inference import TrainConfig, fit
 from pyro_vae.models import VAE, VAEConfig
-from pyro_vae.models.likelihoods import (INIT_SCALE, LIKELIHOODS, MIN_SCALE, GaussianLikelihood,
-                                         StableContinuousBernoulli, build_likelihood)
+from pyro_vae.models.likelihoods import (
+    INIT_SCALE,
+    LIKELIHOODS,
+    MIN_SCALE,
+    GaussianLikelihood,
+    StableContinuousBernoulli,
+    build_likelihood,
+)
 
 ETAS = [-50.0, -20.0, -3.0, -0.3, -0.05, -0.0499, -1e-3, 1e-6, 0.02, 0.05, 0.7, 4.0, 16.0, 30.0]
 
@@ -285,4 +291,5 @@ def test_cli_refuses_obs_scale_with_a_bernoulli_likelihood(tmp_path, capsys):
     code = main(["train", "--likelihood", "bernoulli", "--obs-scale", "0.1", "--epochs", "1",
                  "--out", str(tmp_path / "run"), "--no-progress", "--device", "cpu"])
     assert code == 2
-    assert "obs_scale=0.1 does not apply to the bernoulli likelihood (it applies to: gaussian)" in capsys.readouterr().err
+    expected = "obs_scale=0.1 does not apply to the bernoulli likelihood (it applies to: gaussian)"
+    assert expected in capsys.readouterr().err

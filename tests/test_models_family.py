@@ -17,12 +17,22 @@ from scipy.stats import multivariate_normal
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
-from pyro_vae import (CVAE, PPCA, DataConfig, Mixture, MixtureConfig, PPCAConfig, TrainConfig,
-                      VAEConfig, evaluate, fit, load_dataset)
+from pyro_vae import (
+    CVAE,
+    PPCA,
+    DataConfig,
+    Mixture,
+    MixtureConfig,
+    PPCAConfig,
+    TrainConfig,
+    VAEConfig,
+    evaluate,
+    fit,
+    load_dataset,
+)
 from pyro_vae.cli import main
 from pyro_vae.inference.evaluate import log_likelihood
 from pyro_vae.models import MODELS
-from pyro_vae.models.priors import PRIORS
 from tests.conftest import binary_batch
 
 F64 = torch.float64
@@ -296,7 +306,6 @@ def test_cvae_refuses_data_without_labels(digits):
         cvae.validate_data(x, None)
 
 
-@pytest.mark.skipif("conditional" not in PRIORS, reason="the conditional prior is not registered")
 def test_cvae_with_the_conditional_prior(digits):
     cvae = CVAE(64, VAEConfig(latent_dim=3, hidden_dims=(32,), prior="conditional"), num_classes=10)
     assert cvae.needs_labels and cvae.prior.needs_label

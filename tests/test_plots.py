@@ -15,8 +15,18 @@ from pyro_vae import plots
 from pyro_vae.cli import FIGURE_KINDS, main
 from pyro_vae.models import MODELS, VAE, VAEConfig
 from pyro_vae.plots import (
-    KINDS, applicable_kinds, attribute_vector, class_grid, image_grid, interpolate, kl_per_dimension,
-    manifold_codes, manifold_grid, plot_kind, plot_run, principal_directions,
+    KINDS,
+    applicable_kinds,
+    attribute_vector,
+    class_grid,
+    image_grid,
+    interpolate,
+    kl_per_dimension,
+    manifold_codes,
+    manifold_grid,
+    plot_kind,
+    plot_run,
+    principal_directions,
 )
 from pyro_vae.runs import load_run
 

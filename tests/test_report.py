@@ -11,8 +11,15 @@ import pytest
 
 from pyro_vae.cli import main
 from pyro_vae.report import (
-    MAX_HISTORY_ROWS, Section, _history_html, _metrics_html, png_data_uri, render_report, report_for_run,
-    report_for_runs, table_html,
+    MAX_HISTORY_ROWS,
+    Section,
+    _history_html,
+    _metrics_html,
+    png_data_uri,
+    render_report,
+    report_for_run,
+    report_for_runs,
+    table_html,
 )
 
 from .test_plots import DIGITS_SIZES, EXPECTED_KINDS, trained  # noqa: F401  (runs trained once per session)

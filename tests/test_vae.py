@@ -5,7 +5,7 @@ import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 
-from pyro_vae import TrainConfig, VAE, VAEConfig, fit
+from pyro_vae import VAE, TrainConfig, VAEConfig, fit
 from pyro_vae.inference import elbo as elbo_estimate
 from tests.conftest import binary_batch
 

@@ -201,7 +201,7 @@ def _check_distinct_directories(plans: dict) -> None:
     """Refuse two planned runs in one directory (an entry named like another's seed run)."""
     owner = {}
     for name, plan in plans.items():
-        for run_dir, run_config in plan:
+        for run_dir, _ in plan:
             if run_dir in owner:
                 raise ValueError(f"entries {owner[run_dir]!r} and {name!r} would both train into "
                                  f"{str(run_dir)!r} (seed runs are NAME-seedS); rename {name!r}")

@@ -30,8 +30,9 @@ How it works (see :func:`pyro_vae.inference.fit` and :mod:`pyro_vae.runs`):
   draws, binarization) from ``(seed, epoch, r)`` (:func:`seed_epoch`). No per-rank RNG state
   is checkpointed: a resumed run with the same number of processes continues exactly as an
   uninterrupted one (a different number of processes shards differently).
-- **Results.** The per-epoch training curve (``train_elbo`` or ``train_objective``) is the average over the whole epoch's data of
-  all processes (per-step losses summed with ``all_reduce``), and the per-epoch
+- **Results.** The per-epoch training curve (``train_elbo`` or ``train_objective``) is the
+  average over the whole epoch's data of all processes (per-step losses summed with
+  ``all_reduce``), and the per-epoch
   ``test_elbo`` is computed on shards of the test set and summed the same way
   (:func:`sharded_mean`): the history is identical on every rank. The final evaluation
   (importance-sampled log-likelihood, figures) runs on rank 0 alone.

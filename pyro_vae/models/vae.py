@@ -18,7 +18,7 @@ Example
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyro
 import torch
@@ -29,7 +29,6 @@ from .guides import GUIDES
 from .likelihoods import LIKELIHOODS, build_likelihood, check_likelihood_options
 from .nets import MLP, GaussianEncoder
 from .priors import PRIORS, build_prior
-
 
 
 @dataclass
