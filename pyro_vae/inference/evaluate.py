@@ -419,6 +419,29 @@ def kl_to_standard_normal(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tenso
     return 0.5 * (loc ** 2 + scale ** 2 - 1) - torch.log(scale)
 
 
+def kl_normal(loc: torch.Tensor, scale: torch.Tensor, prior_loc: torch.Tensor,
+              prior_scale: torch.Tensor) -> torch.Tensor:
+    """KL(N(loc, scale^2) || N(prior_loc, prior_scale^2)) per coordinate, in closed form."""
+    return (torch.log(prior_scale / scale)
+            + (scale ** 2 + (loc - prior_loc) ** 2) / (2 * prior_scale ** 2) - 0.5)
+
+
+def _layer_diagnostics(layers, active_threshold: float) -> list[dict]:
+    """Per layer of a hierarchical model (``layer_posteriors``: bottom first): its level, size,
+    active units, and the mean over x of its KL term in nats (None where the prior has no
+    closed form: a non-Gaussian top prior)."""
+    out = []
+    for level, layer in enumerate(layers, start=1):
+        loc = layer["loc"]  # (n, d_level)
+        variance = loc.var(0) if loc.shape[0] > 1 else torch.zeros_like(loc[0])
+        kl = None
+        if layer.get("prior_loc") is not None:
+            kl = kl_normal(loc, layer["scale"], layer["prior_loc"], layer["prior_scale"]).sum(-1).mean().item()
+        out.append({"level": level, "latent_dim": int(loc.shape[-1]),
+                    "active_units": int((variance > active_threshold).sum()), "kl": kl})
+    return out
+
+
 @torch.no_grad()
 def latent_diagnostics(model, x, y=None, *, x_train=None, y_train=None,
                        active_threshold: float = ACTIVE_UNIT_THRESHOLD, max_train: int = 10000) -> dict:
@@ -436,6 +459,10 @@ def latent_diagnostics(model, x, y=None, *, x_train=None, y_train=None,
       of input. It is None, with the reason in ``classifier_note``, for a model whose guide
       reads the label (``guide_reads_labels``, the CVAE): its codes would carry the class
       itself, and the accuracy would measure the label, not the representation.
+    - ``layers`` (hierarchical models with ``layer_posteriors``, the HVAE): per layer, bottom
+      first, ``level``, ``latent_dim``, ``active_units`` and ``kl``, the mean over ``x`` of
+      KL(q(z_l | x, z_{l+1}) || p(z_l | z_{l+1})) along the guide's mean path (nats; None where
+      the top prior has no closed form).
 
     Needs ``model.posterior(x, y) -> (loc, scale)`` for the first two and ``model.encode``
     for the last; entries a model cannot give are left out.
@@ -451,6 +478,8 @@ def latent_diagnostics(model, x, y=None, *, x_train=None, y_train=None,
         result["latent_variance"] = variance.tolist()
         result["active_units"] = int((variance > active_threshold).sum())
         result["latent_dim"] = int(loc.shape[-1])
+    if callable(getattr(model, "layer_posteriors", None)):  # a hierarchy: each layer's use of its code
+        result["layers"] = _layer_diagnostics(model.layer_posteriors(x, labels_in), active_threshold)
     if y is not None and x_train is not None and y_train is not None:
         if getattr(model, "guide_reads_labels", False):
             result["classifier_accuracy"] = None

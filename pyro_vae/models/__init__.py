@@ -9,6 +9,7 @@ from .likelihoods import LIKELIHOODS, Likelihood, build_likelihood
 from .priors import PRIORS, Prior, StandardNormalPrior, build_prior
 from .vae import VAE, VAEConfig
 from .cvae import CVAE
+from .hvae import HVAE, HVAEConfig
 from .mixture import Mixture, MixtureConfig
 from .ppca import PPCA, PPCAConfig
 
@@ -17,12 +18,13 @@ from .ppca import PPCA, PPCAConfig
 MODELS: Registry = Registry("model", {
     "vae": (VAEConfig, VAE),
     "cvae": (VAEConfig, CVAE),
+    "hvae": (HVAEConfig, HVAE),
     "mixture": (MixtureConfig, Mixture),
     "ppca": (PPCAConfig, PPCA),
 })
 
 __all__ = [
-    "CVAE", "Mixture", "MixtureConfig", "PPCA", "PPCAConfig",
+    "CVAE", "HVAE", "HVAEConfig", "Mixture", "MixtureConfig", "PPCA", "PPCAConfig",
     "GenerativeModel", "Likelihood", "LIKELIHOODS", "MODELS", "PRIORS", "Prior",
     "StandardNormalPrior", "VAE", "VAEConfig", "build_likelihood", "build_prior",
 ]
