@@ -24,21 +24,25 @@ from .inference import (  # noqa: E402
 )
 from .models import (  # noqa: E402
     CVAE,
+    HVAE,
     MODELS,
     PPCA,
     VAE,
     GenerativeModel,
+    HVAEConfig,
     Mixture,
     MixtureConfig,
     PPCAConfig,
     VAEConfig,
 )
+from .registry import load_plugin, register  # noqa: E402
 from .runs import RunConfig, evaluate_run, load_run, resume_run, train_run  # noqa: E402
 
 __all__ = [
-    "CVAE", "Mixture", "MixtureConfig", "PPCA", "PPCAConfig",
+    "CVAE", "HVAE", "HVAEConfig", "Mixture", "MixtureConfig", "PPCA", "PPCAConfig",
     "Callback", "DataConfig", "Dataset", "FitResult", "GenerativeModel", "MODELS", "RunConfig",
     "TrainConfig", "VAE", "VAEConfig", "__version__", "elbo", "evaluate", "evaluate_run", "fit",
-    "load_dataset", "load_run", "log_importance_weights", "log_likelihood", "resume_run",
+    "load_dataset", "load_plugin", "load_run", "log_importance_weights", "log_likelihood", "register",
+    "resume_run",
     "train_run",
 ]

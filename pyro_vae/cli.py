@@ -72,7 +72,9 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model into a run directory")
-    p.add_argument("--model", help="model name (default: vae)")
+    from .models import MODELS  # noqa: PLC0415
+
+    p.add_argument("--model", help=f"{_names(MODELS)} (default: vae)")
     p.add_argument("--out", help="run directory to write")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (to --epochs in total)")
     _add_shared_options(p)
@@ -96,15 +98,25 @@ def _add_compare_parser(sub) -> None:
     _add_shared_options(p, eval_samples=False)
 
 
+def _names(registry) -> str:
+    """The registered names of a kind, plug-ins included (loaded before the parser is built)."""
+    return ", ".join(sorted(registry))
+
+
 def _add_shared_options(p, eval_samples: bool = True) -> None:
-    p.add_argument("--dataset", help="data set name or npz:PATH (default: digits)")
+    from .data import DATASETS  # noqa: PLC0415
+    from .inference.objectives import OBJECTIVES  # noqa: PLC0415
+    from .models import GUIDES, LIKELIHOODS, PRIORS, VAEConfig  # noqa: PLC0415
+
+    train, data, vae = TrainConfig(), DataConfig(), VAEConfig()
+    p.add_argument("--dataset", help=f"{_names(DATASETS)} or npz:PATH (default: {data.name})")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    p.add_argument("--epochs", type=int, help="total epochs (default: 20)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--epochs", type=int, help=f"total epochs (default: {train.epochs})")
+    p.add_argument("--batch-size", type=int, help=f"examples per step (default: {train.batch_size})")
+    p.add_argument("--lr", type=float, help=f"learning rate (default: {train.lr:g})")
+    p.add_argument("--seed", type=int, help=f"seed of every random draw (default: {train.seed})")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    p.add_argument("--dtype", choices=sorted(DTYPES))
+    p.add_argument("--dtype", choices=sorted(DTYPES), help=f"default: {train.dtype}")
     p.add_argument("--eval-every", type=int,
                    help="ELBO of the validation split (else the test split) every N epochs and at "
                         "the last (default: 1; 0: never during training, so no model selection)")
@@ -114,34 +126,47 @@ def _add_shared_options(p, eval_samples: bool = True) -> None:
     p.add_argument("--detect-anomaly", action="store_true",
                    help="locate the operation behind a NaN loss (torch anomaly mode; slow)")
     if eval_samples:
-        p.add_argument("--eval-samples", type=int, help="importance samples of the final log-likelihood")
-    p.add_argument("--objective", help="training objective: elbo, meanfield or iwae (default: elbo)")
+        p.add_argument("--eval-samples", type=int,
+                       help="importance samples of the final log-likelihood (default: 1000)")
+    p.add_argument("--objective", help=f"training objective: {_names(OBJECTIVES)} (default: {train.objective})")
     p.add_argument("--particles", type=int,
-                   help="samples of z per example in the objective; the K of --objective iwae")
+                   help=f"samples of z per example in the objective; the K of --objective iwae "
+                        f"(default: {train.particles})")
     p.add_argument("--beta", type=float, help="weight of the KL term (default: 1; beta-VAE)")
     p.add_argument("--kl-warmup", type=int, metavar="EPOCHS",
                    help="raise the KL weight linearly to --beta over EPOCHS epochs (default: 0)")
-    p.add_argument("--latent-dim", type=int)
-    p.add_argument("--hidden-dims", type=_int_list, help="comma-separated hidden sizes, e.g. 400,200")
-    p.add_argument("--likelihood")
-    p.add_argument("--prior", help="prior over z: standard, mog, vamp, flow, or conditional (for "
-                                   "label-conditioned models); default: standard")
-    p.add_argument("--guide", help="guide family: normal (default), delta (a point mass: an "
-                                   "autoencoder), studentt, or a plug-in's")
-    p.add_argument("--obs-scale", type=float, help="fixed scale of a Gaussian likelihood")
+    p.add_argument("--latent-dim", type=int, help=f"size of z (default: {vae.latent_dim})")
+    p.add_argument("--hidden-dims", type=_int_list,
+                   help=f"comma-separated hidden sizes, e.g. 400,200 (default: "
+                        f"{','.join(map(str, vae.hidden_dims))})")
+    p.add_argument("--likelihood", help=f"{_names(LIKELIHOODS)} (default: {vae.likelihood})")
+    p.add_argument("--prior", help=f"prior over z: {_names(PRIORS)} (conditional: for label-"
+                                   f"conditioned models; default: {vae.prior})")
+    p.add_argument("--guide", help=f"guide family: {_names(GUIDES)} (delta: a point mass, an "
+                                   f"autoencoder; default: {vae.guide})")
+    p.add_argument("--obs-scale", type=float,
+                   help="fixed scale of a Gaussian likelihood (default: learned per pixel)")
     p.add_argument("--prior-components", type=int,
-                   help="components of the mog prior, pseudo-inputs of the vamp prior")
-    p.add_argument("--components", type=int, help="components K of the mixture model (--model mixture)")
+                   help=f"components of the mog prior, pseudo-inputs of the vamp prior "
+                        f"(default: {vae.prior_components})")
+    p.add_argument("--components", type=int,
+                   help="components K of the mixture model (--model mixture; default: 10)")
     p.add_argument("--levels", type=int,
                    help="stochastic layers of the hierarchical VAE (--model hvae; default: 2)")
     p.add_argument("--binarize", choices=BINARIZE_CHOICES,
                    help="dynamic (default for the bernoulli likelihood) | static | none (default for "
                         "densities: continuous-bernoulli, gaussian, ppca)")
-    p.add_argument("--data-dir", help="where file-based data sets are looked for")
+    p.add_argument("--data-dir", help="where file-based data sets are looked for (default: "
+                                      "~/.cache/pyro-vae; Fashion-MNIST also in "
+                                      "/usr/share/datasets/fashion-mnist)")
     p.add_argument("--download", action="store_true", help="allow downloading MNIST/Fashion-MNIST")
-    p.add_argument("--subset", type=int, help="use only the first N training examples")
-    p.add_argument("--test-fraction", type=float)
-    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--subset", type=int, help="use only the first N training examples (default: all)")
+    p.add_argument("--test-fraction", type=float,
+                   help=f"share held out for testing where the source has no test split "
+                        f"(default: {data.test_fraction})")
+    p.add_argument("--val-fraction", type=float,
+                   help=f"share of the training part held out for validation and model selection "
+                        f"(default: {data.val_fraction}: none)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--optimizer", help="adam (default; torch's fused Adam), adamw or sgd")
     p.add_argument("--momentum", type=float, help="momentum of --optimizer sgd (default: 0.9)")
@@ -212,6 +237,7 @@ def _run_train(args) -> dict:
     if not args.out:
         raise UsageError("train needs --out DIR (or --resume DIR)")
     model_config = _set({}, **{field: getattr(args, flag) for flag, field in MODEL_OPTIONS.items()})
+    _check_model_flags(args.model or "vae", model_config)
     from .runs import default_binarize  # noqa: PLC0415
 
     binarize = default_binarize(args.model or "vae", model_config)
@@ -219,6 +245,23 @@ def _run_train(args) -> dict:
                                "train": _train_config(args)},
                               model=args.model, eval_samples=args.eval_samples))
     return train_run(config, args.out, overwrite=args.overwrite)
+
+
+def _check_model_flags(model: str, model_config: dict) -> None:
+    """Refuse model flags the model's config has no field for, naming the flags."""
+    import dataclasses  # noqa: PLC0415
+
+    from .models import MODELS  # noqa: PLC0415
+
+    if model not in MODELS:
+        return  # RunConfig names the unknown model and the choices
+    fields = {f.name for f in dataclasses.fields(MODELS.get(model)[0])}
+    flag_of = {field: "--" + flag.replace("_", "-") for flag, field in MODEL_OPTIONS.items()}
+    unknown = [flag_of[k] for k in model_config if k not in fields]
+    if unknown:
+        accepted = sorted(flag_of[f] for f in fields if f in flag_of)
+        raise UsageError(f"{', '.join(unknown)} {'does' if len(unknown) == 1 else 'do'} not apply to "
+                         f"--model {model}; its model options are: {', '.join(accepted)}")
 
 
 def _run_compare(args) -> list:
@@ -383,9 +426,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _preload_plugins(argv) -> None:
+    """Import ``--plugin``s before the parser is built, so that --help lists their names."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if arg == "--plugin" and i + 1 < len(argv) else (
+            arg.partition("=")[2] if arg.startswith("--plugin=") else None)
+        if value:
+            from .registry import load_plugin  # noqa: PLC0415
+
+            for item in str(value).split(","):
+                load_plugin(item.strip())
+
+
 def main(argv=None) -> int:
-    parser = build_parser()
     args = None
+    try:
+        _preload_plugins(argv)
+    except ValueError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
         if args.command in ("sample", "plot", "report"):  # the same rule as train's --seed

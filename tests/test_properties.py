@@ -96,6 +96,12 @@ VALID = {
     "hidden_dims": st.lists(POSITIVE, min_size=1, max_size=3).map(tuple),
     "test_fraction": st.floats(0.01, 0.99), "val_fraction": st.floats(0.0, 0.9),
     "progress": st.booleans(), "detect_anomaly": st.booleans(), "download": st.booleans(),
+    # Settings valid on their own (those that apply only beside another stay at None here).
+    "patience": st.just(0), "optimizer": st.sampled_from(["adam", "adamw"]),
+    "lr_schedule": st.just("constant"), "weight_decay": st.floats(0.0, 0.1),
+    "clip_grad": st.none() | st.floats(0.1, 10.0), "log": st.just(()),
+    **{k: st.none() for k in ("momentum", "lr_min", "lr_step_epochs", "lr_gamma", "lr_patience")},
+    "levels": st.integers(1, 3), "latent_dims": st.just(()),
 }
 CONFIG_CLASSES = [TrainConfig, DataConfig] + sorted({cls for cls, _ in MODELS.values()},
                                                       key=lambda c: c.__name__)

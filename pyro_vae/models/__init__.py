@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from ..registry import Registry
 from .base import GenerativeModel
-from .guides import GUIDES, GuideFamily
-from .likelihoods import LIKELIHOODS, Likelihood, build_likelihood
-from .priors import PRIORS, Prior, StandardNormalPrior, build_prior
-from .vae import VAE, VAEConfig
 from .cvae import CVAE
+from .guides import GUIDES, GuideFamily
 from .hvae import HVAE, HVAEConfig
+from .likelihoods import LIKELIHOODS, Likelihood, build_likelihood
 from .mixture import Mixture, MixtureConfig
 from .ppca import PPCA, PPCAConfig
+from .priors import PRIORS, Prior, StandardNormalPrior, build_prior
+from .vae import VAE, VAEConfig
 
 #: Registered models: name -> (config dataclass, model class). A model class is built as
 #: ``cls(data_dim, config, num_classes=...)``.
@@ -25,6 +25,6 @@ MODELS: Registry = Registry("model", {
 
 __all__ = [
     "CVAE", "HVAE", "HVAEConfig", "Mixture", "MixtureConfig", "PPCA", "PPCAConfig",
-    "GenerativeModel", "Likelihood", "LIKELIHOODS", "MODELS", "PRIORS", "Prior",
+    "GUIDES", "GenerativeModel", "GuideFamily", "Likelihood", "LIKELIHOODS", "MODELS", "PRIORS", "Prior",
     "StandardNormalPrior", "VAE", "VAEConfig", "build_likelihood", "build_prior",
 ]
