@@ -47,6 +47,7 @@ from torch.nn import functional as F
 from ..errors import check_choice, check_positive_int
 from ..registry import Registry
 from .distributions import StandardNormal
+from .mixture_density import diagonal_normal_mixture
 
 # Scales are softplus(raw) + _MIN_SCALE: positive, with a bounded gradient (as in the encoder).
 _MIN_SCALE = 1e-5
@@ -89,7 +90,10 @@ class MixtureOfGaussiansPrior(Prior):
     """A learnable mixture of K diagonal Gaussians: ``sum_k pi_k N(z; mu_k, diag(sigma_k^2))``.
 
     Weights start uniform, means at standard-normal draws (so the components start apart)
-    and scales at 1.
+    and scales at 1. ``forward`` returns a
+    :class:`~pyro_vae.models.mixture_density.DiagonalNormalMixture`, which scores codes by
+    matrix products (``mixture_form = "broadcast"`` on an instance returns torch's
+    ``MixtureSameFamily`` instead: the reference, far slower for many codes).
 
     Parameters
     ----------
@@ -104,6 +108,9 @@ class MixtureOfGaussiansPrior(Prior):
     torch.Size([3])
     """
 
+    #: ``"expansion"`` (matrix products) or ``"broadcast"`` (torch's MixtureSameFamily).
+    mixture_form: str = "expansion"
+
     def __init__(self, latent_dim: int, num_components: int = 10, **unused):
         super().__init__(latent_dim)
         k = check_positive_int("num_components", num_components)
@@ -117,8 +124,7 @@ class MixtureOfGaussiansPrior(Prior):
         return F.softplus(self.raw_scales) + _MIN_SCALE
 
     def forward(self, y=None):
-        components = dist.Normal(self.locs, self.scales).to_event(1)  # batch (K,)
-        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)
+        return diagonal_normal_mixture(self.logits, self.locs, self.scales, self.mixture_form)
 
 
 class VampPrior(Prior):
@@ -131,6 +137,10 @@ class VampPrior(Prior):
     With a label-conditioned guide (the CVAE's ``encoder(x, y)``), ``forward(y)`` returns
     ``p(z | y) = 1/K sum_k q(z | u_k, y)`` with batch shape ``(batch,)``; the pseudo-inputs
     are encoded once per class (K * num_classes encoder rows) and looked up by label.
+    The mixture is a :class:`~pyro_vae.models.mixture_density.DiagonalNormalMixture`: codes
+    are scored against the K components by matrix products, so an importance-sampled
+    evaluation with many pseudo-inputs costs about what it costs with the standard prior
+    (``mixture_form = "broadcast"`` on an instance gives torch's ``MixtureSameFamily``).
 
     Parameters
     ----------
@@ -146,6 +156,9 @@ class VampPrior(Prior):
     num_classes : int or None
         Number of label classes; needed only when ``forward`` is given labels.
     """
+
+    #: ``"expansion"`` (matrix products) or ``"broadcast"`` (torch's MixtureSameFamily).
+    mixture_form: str = "expansion"
 
     def __init__(self, latent_dim: int, num_components: int = 10, data_dim: int | None = None,
                  encoder: Callable | None = None, num_classes: int | None = None, **unused):
@@ -183,8 +196,7 @@ class VampPrior(Prior):
             loc = loc.reshape(c, k, -1)[y]  # (batch, K, latent_dim)
             scale = scale.reshape(c, k, -1)[y]
             weights = u.new_zeros(y.shape[0], k)  # (batch, K)
-        return dist.MixtureSameFamily(dist.Categorical(logits=weights),
-                                      dist.Normal(loc, scale).to_event(1))
+        return diagonal_normal_mixture(weights, loc, scale, self.mixture_form)
 
 
 #: Flow layers :class:`FlowPrior` accepts: name -> Pyro helper ``(latent_dim, hidden_dims=...)``.
