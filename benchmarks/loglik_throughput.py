@@ -162,10 +162,10 @@ from pathlib import Path
 
 import pyro
 import torch
+from common import fashion_or_synthetic, proc_status_mb, sync  # benchmarks/common.py
 from torch.nn import functional as F
 
-from common import fashion_or_synthetic, proc_status_mb, sync  # benchmarks/common.py
-from pyro_vae import TrainConfig, VAE, VAEConfig, fit
+from pyro_vae import VAE, TrainConfig, VAEConfig, fit
 from pyro_vae.data import Dataset
 from pyro_vae.inference.evaluate import log_importance_weights, log_likelihood
 from pyro_vae.models.priors import StandardNormalPrior

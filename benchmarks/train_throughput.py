@@ -61,14 +61,15 @@ import time
 
 import pyro
 import torch
+from common import fashion_or_synthetic, sync  # benchmarks/common.py (puts pyro_vae on the path)
 from pyro.infer import SVI, Trace_ELBO
 from torch.nn import functional as F
 
-from common import fashion_or_synthetic, sync  # benchmarks/common.py (puts pyro_vae on the path)
-from pyro_vae import TrainConfig, VAE, VAEConfig, fit
+from pyro_vae import VAE, TrainConfig, VAEConfig, fit
 from pyro_vae.data import Dataset, iterate_batches
 from pyro_vae.inference.evaluate import elbo
 from pyro_vae.inference.train import build_optimizer
+
 
 def load_data(subset: int) -> tuple[Dataset, str]:
     data, real = fashion_or_synthetic(subset, 2000)

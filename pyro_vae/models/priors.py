@@ -10,7 +10,8 @@ Registered priors (:data:`PRIORS`, the names ``--prior`` accepts):
 - ``standard``: N(0, I);
 - ``mog``: a learnable mixture of Gaussians;
 - ``vamp``: the VampPrior, a mixture of the guide's posteriors at learned pseudo-inputs;
-- ``flow``: a standard normal pushed through a learnable normalizing flow (affine coupling layers, RealNVP-style, by default);
+- ``flow``: a standard normal pushed through a learnable normalizing flow (affine coupling
+  layers, RealNVP-style, by default);
 - ``conditional``: N(mu(y), sigma(y)) for label-conditioned models (the CVAE).
 
 Whether the KL term is computed analytically or by sampling is the objective's business
@@ -19,8 +20,9 @@ distributions and samples otherwise), not the prior's.
 
 Adding a prior: subclass :class:`Prior`, accept ``(latent_dim, **context)`` and take from
 ``context`` what you need (``num_components``, ``num_classes``, ``data_dim``, ``encoder``),
-then register it: ``PRIORS["laplace"] = LaplacePrior``; ``VAEConfig(prior="laplace")`` then
-builds it (see ``examples/custom_prior.py``).
+then register it with ``@register("prior", "laplace")`` (:mod:`pyro_vae.registry`) or
+``PRIORS["laplace"] = LaplacePrior``; ``VAEConfig(prior="laplace")`` and ``--prior laplace``
+then build it (see ``examples/custom_prior.py``, a plug-in file).
 
 Example
 -------
