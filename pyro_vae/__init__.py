@@ -4,9 +4,9 @@ Example
 -------
 >>> from pyro_vae import DataConfig, TrainConfig, VAE, VAEConfig, evaluate, fit, load_dataset
 >>> data = load_dataset(DataConfig("digits"))
->>> vae = VAE(data.data_dim, VAEConfig(latent_dim=8))
->>> result = fit(vae, data, TrainConfig(epochs=5, progress=False))
->>> test = evaluate(vae, data.x_test, num_samples=100)
+>>> vae = VAE(data.data_dim, VAEConfig(latent_dim=8, hidden_dims=(64,)))
+>>> result = fit(vae, data, TrainConfig(epochs=2, progress=False))
+>>> test = evaluate(vae, data.x_test, num_samples=10)
 """
 
 __version__ = "0.1.0"

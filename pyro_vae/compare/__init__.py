@@ -13,7 +13,8 @@ Example
 >>> from pyro_vae.compare import CompareConfig, compare
 >>> from pyro_vae.inference import TrainConfig
 >>> summary = compare(CompareConfig(entries=("vae", "ae"), train=TrainConfig(epochs=1,
-...     progress=False), eval_samples=10), "/tmp/pyro-vae-doc-compare", overwrite=True)
+...     progress=False), eval_samples=10, model_options={"latent_dim": 2, "hidden_dims": (16,)}),
+...     "/tmp/pyro-vae-doc-compare", overwrite=True)
 >>> [row["name"] for row in summary]
 ['vae', 'ae']
 """
