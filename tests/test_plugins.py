@@ -116,6 +116,11 @@ def test_a_copied_run_does_not_run_its_plugin(tmp_path, home, capsys):
     assert metrics["test"]["log_likelihood"] is not None  # the Laplace guide has a density
     marker = plugin.with_suffix(".ran")
     marker.unlink()
+    # A new process of the same user, no --plugin: the guide and likelihood are found again.
+    status, out, err = run_cli("evaluate", run, "--samples", "2", env_home=home)
+    assert status == 0, err
+    assert json.loads(out)["log_likelihood_samples"] == 2 and marker.exists()
+    marker.unlink()
     # In a new process for a user who never loaded the file: refused before any import.
     status, _, err = run_cli("plot", run, "--kind", "samples", "--out", tmp_path / "s.png",
                              env_home=tmp_path / "stranger")
