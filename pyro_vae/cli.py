@@ -36,6 +36,7 @@ MODEL_OPTIONS = {
     "prior_components": "prior_components",
     "components": "num_components",
     "levels": "levels",
+    "alpha": "alpha",
 }
 
 
@@ -161,6 +162,12 @@ def _add_shared_options(p, eval_samples: bool = True) -> None:
                                       "/usr/share/datasets/fashion-mnist)")
     p.add_argument("--download", action="store_true", help="allow downloading MNIST/Fashion-MNIST")
     p.add_argument("--subset", type=int, help="use only the first N training examples (default: all)")
+    p.add_argument("--labels-per-class", type=int, metavar="N",
+                   help="--model m2: keep N training labels per class (balanced, seeded by the split), "
+                        "the others unlabelled (default: every label)")
+    p.add_argument("--alpha", type=float,
+                   help="--model m2: weight of the classification term as a share of the training "
+                        "examples N (the paper's 0.1 N; default: 0.1)")
     p.add_argument("--test-fraction", type=float,
                    help=f"share held out for testing where the source has no test split "
                         f"(default: {data.test_fraction})")
@@ -197,7 +204,7 @@ def _data_config(args, binarize_default: str | None = None) -> DataConfig:
     return DataConfig(**_set(
         {"download": args.download}, name=args.dataset, binarize=args.binarize or binarize_default,
         data_dir=args.data_dir, subset=args.subset, test_fraction=args.test_fraction,
-        val_fraction=args.val_fraction))
+        val_fraction=args.val_fraction, labels_per_class=args.labels_per_class))
 
 
 def _train_config(args) -> TrainConfig:
@@ -226,7 +233,7 @@ def _run_train(args) -> dict:
             *MODEL_OPTIONS, "batch_size", "lr", "seed", "dtype", "objective", "particles",
             "beta", "kl_warmup", "patience", "optimizer", "momentum", "weight_decay", "clip_grad",
             "lr_schedule", "lr_min", "lr_step_epochs", "lr_gamma", "lr_patience", "log",
-            "binarize", "data_dir", "subset", "test_fraction", "val_fraction", "eval_samples",
+            "binarize", "data_dir", "subset", "labels_per_class", "test_fraction", "val_fraction", "eval_samples",
             "model", "dataset", "eval_every", "out",
         ) if getattr(args, k) is not None] + [f"--{k}" for k in ("overwrite", "download") if getattr(args, k)]
         if conflicting:
@@ -315,8 +322,9 @@ def _run_sample(args) -> str:
     labels = None
     if args.label is not None:
         classes = run.data.num_classes
-        if not run.model.needs_labels:
-            raise ValueError(f"--label applies to label-conditioned models; model {run.config.model!r} is not one")
+        if not (run.model.needs_labels or getattr(run.model, "sums_out_labels", False)):
+            raise ValueError(f"--label applies to label-conditioned models (and m2); model "
+                             f"{run.config.model!r} is not one")
         if not 0 <= args.label < classes:
             raise ValueError(f"label must be in [0, {classes - 1}], got {args.label}")
         labels = torch.full((args.n,), args.label, dtype=torch.long, device=run.model.device)
@@ -353,7 +361,7 @@ def _run_report(args) -> str:
 # The figure kinds of pyro_vae.plots.KINDS, named here so that building the parser does not
 # import matplotlib (tests check the two lists agree).
 FIGURE_KINDS = ("curves", "reconstructions", "samples", "manifold", "latent", "interpolation",
-                "arithmetic", "classes", "components", "pca", "kl")
+                "arithmetic", "classes", "analogies", "components", "pca", "kl")
 
 
 def _add_figure_parsers(sub) -> None:

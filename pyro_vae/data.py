@@ -64,6 +64,10 @@ class DataConfig:
         Allow sources that can download (MNIST, Fashion-MNIST) to do so.
     subset : int or None
         Keep only the first ``subset`` training examples (after shuffling); for quick runs.
+    labels_per_class : int or None
+        Keep the labels of this many training examples per class (balanced, drawn from the
+        ``labels`` stream of ``split_seed``) and mark the others unlabelled (``y = -1``), for
+        semi-supervised models (M2). Validation and test labels are kept.
     """
 
     name: str = "digits"
@@ -74,6 +78,7 @@ class DataConfig:
     data_dir: str | None = None
     download: bool = False
     subset: int | None = None
+    labels_per_class: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -91,6 +96,8 @@ class DataConfig:
             raise TypeError(f"data_dir must be a path string or None, got {self.data_dir!r}")
         if self.subset is not None:
             check_positive_int("subset", self.subset)
+        if self.labels_per_class is not None:
+            check_positive_int("labels_per_class", self.labels_per_class)
 
 
 @dataclass
@@ -248,6 +255,8 @@ def load_dataset(config: DataConfig | None = None) -> Dataset:
         train_idx = train_idx[: config.subset]
     x_val, y_val = raw.x[val_idx], _take(raw.y, val_idx)
     x_train, y_train = raw.x[train_idx], _take(raw.y, train_idx)
+    if config.labels_per_class is not None:
+        y_train = keep_labels_per_class(y_train, config.labels_per_class, config.split_seed, config.name)
     if x_train.shape[0] == 0 or x_test.shape[0] == 0:
         raise ValueError(
             f"dataset {config.name!r} leaves an empty split (train={x_train.shape[0]}, "
@@ -278,7 +287,34 @@ def load_dataset(config: DataConfig | None = None) -> Dataset:
 
 
 #: Stream numbers of the per-split generators (see :func:`split_generator`).
-_SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2, "probe": 3}
+_SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2, "probe": 3, "labels": 4}
+
+
+def keep_labels_per_class(y: np.ndarray | None, per_class: int, split_seed: int, name: str = "data") -> np.ndarray:
+    """``y`` with ``per_class`` labels kept per class and the others set to -1 (unlabelled).
+
+    Which rows keep their label is drawn by the ``labels`` stream of ``split_seed`` (a pure
+    function of the seed and the training labels); rows already unlabelled stay so. Raises
+    ``ValueError`` for a data set without labels or a class with fewer labelled rows.
+
+    Example
+    -------
+    >>> keep_labels_per_class(np.array([0, 0, 1, 1, 1]), 1, 0)
+    array([-1,  0,  1, -1, -1])
+    """
+    if y is None:
+        raise ValueError(f"labels_per_class needs labels but dataset {name!r} has none")
+    check_positive_int("labels_per_class", per_class)
+    generator = split_generator(split_seed, "labels")
+    out = np.full_like(y, -1, dtype=np.int64)
+    for c in np.unique(y[y >= 0]):
+        rows = np.flatnonzero(y == c)
+        if per_class > rows.size:
+            raise ValueError(f"labels_per_class {per_class} is larger than class {int(c)}'s "
+                             f"{rows.size} labelled training examples in dataset {name!r}")
+        keep = rows[torch.randperm(rows.size, generator=generator)[:per_class].numpy()]
+        out[keep] = c
+    return out
 
 
 def split_generator(split_seed: int, split: str) -> torch.Generator:

@@ -505,8 +505,9 @@ def _npz_labels(path: Path, key: str, y: np.ndarray, n: int) -> np.ndarray:
         raise ValueError(f"{path}: {key} must have shape ({n},), one label per example, got {y.shape}")
     if n:
         low, high = int(y.min()), int(y.max())  # Python ints: uint64 values do not wrap
-        if low < 0:
-            raise ValueError(f"{path}: {key} labels must be >= 0 (classes 0..K-1), found {low}")
+        if low < -1:
+            raise ValueError(f"{path}: {key} labels must be >= 0 (classes 0..K-1) or -1 "
+                             f"(unlabelled), found {low}")
         if high >= MAX_CLASSES:
             raise ValueError(
                 f"{path}: {key} labels must be < {MAX_CLASSES} (classes 0..K-1 with K <= "
@@ -650,5 +651,8 @@ def load_npz(config: DataConfig) -> RawData:
     num_classes = None
     if y is not None:
         num_classes = int(max(y.max(), -1 if y_test is None else y_test.max())) + 1
+        if num_classes == 0:
+            raise ValueError(f"{path}: y marks every example unlabelled (-1); give some labels or "
+                             f"leave y out")
     return RawData(x=x, y=y, image_shape=image_shape, x_test=x_test, y_test=y_test,
                    num_classes=num_classes)

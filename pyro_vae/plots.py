@@ -54,6 +54,7 @@ KINDS: dict[str, str] = {
     "interpolation": "decoded points on the line between the codes of two test images",
     "arithmetic": "an attribute vector (difference of two labels' mean codes) added in steps",
     "classes": "conditional model: one row per class, the same code down each column",
+    "analogies": "semi-supervised model (M2): test images' style code rendered in every class",
     "components": "mixture: component means with their weights, and samples",
     "pca": "probabilistic PCA: the mean and the learned principal directions",
     "kl": "KL divergence per latent dimension, active units marked",
@@ -69,6 +70,7 @@ KIND_OPTIONS: dict[str, tuple[str, ...]] = {
     "interpolation": ("n", "steps"),
     "arithmetic": ("n", "steps", "from_label", "to_label"),
     "classes": ("n",),
+    "analogies": ("n",),
     "components": ("n",),
     "pca": ("n",),
     "kl": (),
@@ -157,7 +159,10 @@ def applicable_kinds(model, data=None) -> list[str]:
         "latent": encodes and latent_dim(model) is not None,
         "interpolation": encodes and decodes,
         "arithmetic": encodes and decodes and not conditional and labelled,
-        "classes": conditional and decodes and latent_dim(model) is not None,
+        # M2 decodes p(x | y, z) for any class while summing y out of its likelihood.
+        "classes": ((conditional or bool(getattr(model, "sums_out_labels", False)))
+                    and decodes and latent_dim(model) is not None),
+        "analogies": callable(getattr(model, "analogies", None)),
         "components": callable(getattr(model, "component_means", None)) and hasattr(model, "weights"),
         "pca": _loadings(model) is not None,
         "kl": has_posterior_scale(model),
@@ -762,6 +767,23 @@ def plot_classes(model, image_shape, path, num_classes: int | None = None, *, n:
     return _save(fig, path)
 
 
+def plot_analogies(model, x, image_shape, path, *, n: int = 8):
+    """The paper's Figure 1 (Kingma et al. 2014): each of ``n`` test images (first column) and
+    its style code, the mean of q(z | x, predicted y), decoded with every class (one column each)."""
+    check_positive_int("n", n)
+    x = x[:n]
+    images = model.analogies(x)  # (n, C, D)
+    num_classes = images.shape[1]
+    rows = torch.cat([x[:, None], images], dim=1)  # (n, C + 1, D)
+    grid = image_grid(rows.reshape(-1, rows.shape[-1]), image_shape, ncols=num_classes + 1)
+    fig, (ax,) = _image_axes(grid.shape[:2], panel_width=min(9.0, 0.6 * (num_classes + 1)), bottom=0.35)
+    _show(ax, grid, "input | its style z = E q(z | x, predicted y) decoded in each class", ticks=True)
+    c, h, w = image_shape
+    ax.set_xticks(_cell_centres(num_classes + 1, w), ["input"] + [str(k) for k in range(num_classes)])
+    ax.set_yticks([])
+    return _save(fig, path)
+
+
 def plot_components(model, image_shape, path, *, n: int = 32):
     """Mixture components' means titled with their weights (heaviest first), and ``n`` samples."""
     check_positive_int("n", n)
@@ -914,6 +936,8 @@ def plot_kind(kind: str, model, data, path, *, history=None, metrics=None, compa
                 return plot_arithmetic(model, x, y, shape, path, **options)
             if kind == "classes":
                 return plot_classes(model, shape, path, data.num_classes, **options)
+            if kind == "analogies":
+                return plot_analogies(model, x, shape, path, **options)
             if kind == "components":
                 return plot_components(model, shape, path, **options)
             if kind == "pca":
@@ -966,7 +990,7 @@ __all__ = [
     "ACTIVE_THRESHOLD", "DPI", "KINDS", "KIND_OPTIONS", "LATENT_METHODS", "applicable_kinds",
     "attribute_vector", "can_decode", "can_encode", "check_applicable", "class_grid", "decode_mean",
     "encode_means", "image_grid", "interpolate", "kl_per_dimension", "latent_activity", "latent_dim",
-    "latent_points", "manifold_codes", "manifold_grid", "most_active_dims", "plot_arithmetic",
+    "latent_points", "manifold_codes", "manifold_grid", "most_active_dims", "plot_analogies", "plot_arithmetic",
     "plot_classes", "plot_components", "plot_curves", "plot_interpolation", "plot_kind", "plot_kl",
     "plot_latent", "plot_manifold", "plot_pca", "plot_reconstructions", "plot_run", "plot_samples",
     "principal_directions", "write_run_figures",

@@ -55,6 +55,7 @@ METRICS_SCHEMA = {
         "log_likelihood_samples": Optional(int),
         "exact": bool, "bound": bool, "conditional": bool, "discrete": bool,
         "num_examples": int, "test_set_sha256": NotRequired(str),
+        "classification_accuracy": NotRequired(Finite),
         "latent": NotRequired(dict),
     })),
 }

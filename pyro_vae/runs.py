@@ -116,6 +116,15 @@ class RunConfig:
         if self.train.patience and not self.data.val_fraction:
             raise ValueError(f"patience {self.train.patience} needs a validation split to watch; "
                              f"give --val-fraction > 0")
+        model_cls = MODELS[self.model][1]
+        if self.data.labels_per_class is not None and not getattr(model_cls, "partial_labels", False):
+            raise ValueError(
+                f"labels_per_class {self.data.labels_per_class} applies to models that learn from "
+                f"partial labels (m2); model {self.model!r} takes none")
+        if getattr(model_cls, "sums_out_labels", False) and self.train.objective != "elbo":
+            raise ValueError(
+                f"objective {self.train.objective!r} does not support model {self.model!r}, whose "
+                f"unlabelled examples' labels are summed out by enumeration; use --objective elbo")
         guide = self.model_config.get("guide")
         if self.train.objective == "iwae" and guide is not None and not GUIDES.get(guide).has_density:
             raise ValueError(
@@ -411,6 +420,10 @@ def _evaluate(model, data, config, num_samples) -> tuple[dict, dict]:
             f"the final evaluation's {' and '.join(bad)} is not finite on the test set: the "
             f"model diverged; nothing was written to metrics.json")
     test["test_set_sha256"] = fingerprint(x, y)
+    if y is not None and callable(getattr(model, "classify", None)):  # q(y | x) of M2
+        with torch.no_grad():
+            predicted = torch.cat([model.classify(x[i:i + 1000]).argmax(-1) for i in range(0, x.shape[0], 1000)])
+        test["classification_accuracy"] = (predicted == y.to(predicted.device)).double().mean().item()
     # The probe's training images are binarized as the test images were (from a stream of
     # their own), so it is trained and tested on the same kind of input.
     x_probe = data.x_train[:PROBE_TRAIN_EXAMPLES]
@@ -418,6 +431,9 @@ def _evaluate(model, data, config, num_samples) -> tuple[dict, dict]:
         noise = torch.rand(x_probe.shape, generator=split_generator(config.data.split_seed, "probe"))
         x_probe = (noise.to(x_probe.device, x_probe.dtype) < x_probe).to(x_probe.dtype)
     y_probe = None if data.y_train is None else data.y_train[:PROBE_TRAIN_EXAMPLES]
+    if y_probe is not None and bool((y_probe < 0).any()):  # the probe learns from labelled rows only
+        keep = y_probe >= 0
+        x_probe, y_probe = x_probe[keep], y_probe[keep]
     latent = latent_diagnostics(model, x, y, x_train=x_probe, y_train=y_probe)
     if latent:
         test["latent"] = latent

@@ -163,7 +163,7 @@ NPZ_CASES = {
     "empty": (lambda: {"x": np.zeros((0, 16), np.float32)}, ["x is empty (shape (0, 16))"]),
     "single-example": (lambda: {"x": grey(n=1)}, ["empty"]),
     "label-count-mismatch": (lambda: {"x": grey(), "y": np.arange(39)}, ["y must have shape (40,)", "got (39,)"]),
-    "negative-labels": (lambda: {"x": grey(), "y": -np.ones(40, np.int64)}, ["y labels must be >= 0", "found -1"]),
+    "negative-labels": (lambda: {"x": grey(), "y": -2 * np.ones(40, np.int64)}, ["y labels must be >= 0", "found -2"]),
     "float-labels": (lambda: {"x": grey(), "y": np.full(40, 0.5)}, ["y must hold integer class labels"]),
     "string-pixels": (lambda: {"x": np.array([["a"] * 16] * 40)}, ["x has dtype <U1"]),
 }

@@ -291,8 +291,39 @@ def elbo(model, x, y=None, *, num_samples: int = 1, batch_size: int = 1000,
 
 
 def _elbo(model, x, y, num_samples, batch_size, sample_chunk) -> Estimate:
+    if getattr(model, "sums_out_labels", False):
+        return _label_summed(model, x, num_samples, batch_size, sample_chunk, "mean", False)
     per = _per_example(model, x, y, num_samples, batch_size, sample_chunk, "mean")
     return Estimate(per, num_samples)
+
+
+def _label_summed(model, x, num_samples, batch_size, sample_chunk, reduce, progress) -> Estimate:
+    """The ELBO or log p(x) of a model that sums its label out (``sums_out_labels``, M2).
+
+    For each class c every example is scored with ``y = c`` through the same importance
+    weights (``log w_c = log p(c) + log p(x, z | c) - log q(z | x, c)``, z from q(z | x, c)),
+    with the model in eval mode (no training-only terms). Then
+    ``log p(x) = logsumexp_c log p^(x, c)`` with ``log p^(x, c)`` the K-sample estimate, and the
+    ELBO exact in y: ``sum_c q(c | x) (E_q(z|x,c)[log w_c] - log q(c | x))``, with
+    ``model.classify(x)`` giving ``log q(y | x)`` ``(batch, C)``. Any given labels are not read:
+    the figure is the marginal log p(x). ``(n,)``.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        per_class = []
+        for c in range(model.num_classes):
+            labels = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
+            per_class.append(_per_example(model, x, labels, num_samples, batch_size, sample_chunk,
+                                          reduce, progress))
+        scores = torch.stack(per_class, -1)  # (n, C)
+        if reduce != "mean":
+            return Estimate(torch.logsumexp(scores, -1), num_samples)
+        log_q = torch.cat([model.classify(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+        q = log_q.exp()  # xlogy: a class of probability 0 adds 0, not 0 * inf
+        return Estimate((q * scores).sum(-1) - torch.special.xlogy(q, q).sum(-1), num_samples)
+    finally:
+        model.train(was_training)
 
 
 def _check_counts(num_samples, batch_size, sample_chunk) -> None:
@@ -326,6 +357,8 @@ def _log_likelihood(model, x, y, num_samples, batch_size, sample_chunk, progress
         )
     if not model.has_latents:
         num_samples = 1
+    if getattr(model, "sums_out_labels", False):
+        return _label_summed(model, x, num_samples, batch_size, sample_chunk, "logmeanexp", progress)
     per = _per_example(model, x, y, num_samples, batch_size, sample_chunk, "logmeanexp", progress)
     return Estimate(per, num_samples)
 

@@ -12,7 +12,10 @@ Registered objectives (:data:`OBJECTIVES`, the names ``--objective`` accepts):
   ``-sum_i mean_k log w_ik``, which is exactly Trace_ELBO's differentiable loss (tested) at a
   lower cost per step and without Trace_ELBO's per-step NaN check, a host-device
   synchronization on a GPU (the loop checks the losses once per epoch instead). Other guides
-  go through ``pyro.infer.Trace_ELBO`` itself, which adds the score-function term;
+  go through ``pyro.infer.Trace_ELBO`` itself, which adds the score-function term; a guide
+  with a site marked ``infer={"enumerate": ...}`` (M2's labels) goes through
+  ``pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)``, which sums that site out exactly
+  (``iwae`` and ``meanfield`` refuse such a model);
 - ``meanfield``: Pyro's ``TraceMeanField_ELBO``: the KL term in closed form where one is
   registered for the guide/prior pair (Normal guide, standard or conditional prior) and by
   sampling otherwise (mixture, VampPrior, flow priors);
@@ -63,6 +66,15 @@ def check_kl_weighting(beta, kl_warmup) -> tuple[float, int]:
         raise ValueError(f"beta must be a finite non-negative number, got {beta}")
     check_non_negative_int("kl_warmup", kl_warmup)
     return float(beta), kl_warmup
+
+
+def check_sums_out_labels(objective: str, model) -> None:
+    """Refuse ``objective`` (iwae, meanfield) for a model whose guide enumerates its labels (M2)."""
+    if objective != "elbo" and getattr(model, "sums_out_labels", False):
+        name = model if isinstance(model, str) else type(model).__name__
+        raise ValueError(
+            f"objective {objective!r} does not support model {name}, whose unlabelled examples' "
+            f"labels are summed out by enumeration; use objective 'elbo' (TraceEnum_ELBO)")
 
 
 class LatentScaleMessenger(Messenger):
@@ -146,6 +158,7 @@ class PyroELBOObjective(Objective):
         self.name = name
 
     def loss(self, model, x, y=None):
+        check_sums_out_labels(self.name, model)
         pair = self.weighted(model)
         return self.elbo.differentiable_loss(pair.model, pair.guide, x, y)
 
@@ -189,6 +202,7 @@ class IWAEObjective(Objective):
                 f"point-mass guide (guide='delta'), whose importance weights are undefined; "
                 f"train it with objective 'elbo' instead"
             )
+        check_sums_out_labels(self.name, model)
         log_w = _log_weights_and_sites(self.weighted(model), x, y, self.num_samples)[0]  # (K, batch)
         return -(torch.logsumexp(log_w, dim=0) - math.log(self.num_samples)).sum()
 
@@ -207,11 +221,19 @@ class TraceELBOObjective(PyroELBOObjective):
         self.particles = particles
         # model -> whether all its guide's latents have rsample (weak: forgets dropped models)
         self._reparameterized: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._enum_elbo = None  # TraceEnum_ELBO, built for the first guide with enumerated sites
 
     def loss(self, model, x, y=None):
         reparameterized = self._reparameterized.get(model)
         if reparameterized is None:
             reparameterized = self._reparameterized[model] = _fast_path_applies(model, x, y)
+        if reparameterized == "enumerate":  # discrete guide sites summed out (M2's labels)
+            if self._enum_elbo is None:
+                self._enum_elbo = pyro.infer.TraceEnum_ELBO(
+                    num_particles=self.particles, vectorize_particles=self.particles > 1,
+                    max_plate_nesting=1)
+            pair = self.weighted(model)
+            return self._enum_elbo.differentiable_loss(pair.model, pair.guide, x, y)
         if not reparameterized:
             return super().loss(model, x, y)
         # (K, batch); the unchecked form: particles was checked once, this runs every step
@@ -221,14 +243,20 @@ class TraceELBOObjective(PyroELBOObjective):
         return -log_w.mean(0).sum()
 
 
-def _fast_path_applies(model, x, y) -> bool:
+def _fast_path_applies(model, x, y) -> bool | str:
     """Whether ``-mean_k log w`` is Trace_ELBO's loss for ``model``: every latent site of the
     guide is reparameterized and every site of model and guide lies in the ``data`` plate
-    (a global site's log-density would be counted once per example)."""
+    (a global site's log-density would be counted once per example).
+
+    ``"enumerate"`` for a guide with a site marked ``infer={"enumerate": ...}`` (M2's label of
+    unlabelled examples): that model trains with ``TraceEnum_ELBO(max_plate_nesting=1)``,
+    which sums the site out exactly."""
     # Side traces: their random draws must not shift the training's RNG stream.
     devices = [x.device] if x.is_cuda else []
     with torch.no_grad(), pyro.poutine.block(), torch.random.fork_rng(devices=devices):
         trace = pyro.poutine.trace(model.guide).get_trace(x, y)
+        if guide_enumerates(trace):
+            return "enumerate"
         try:
             _log_weights_and_sites(model, x, y, 1)
         except GlobalSiteError:
@@ -236,6 +264,12 @@ def _fast_path_applies(model, x, y) -> bool:
     # A plate's subsample site is a "sample" site too (its fn draws indices, no rsample): skip it.
     return all(site["fn"].has_rsample for site in trace.nodes.values()
                if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site))
+
+
+def guide_enumerates(trace) -> bool:
+    """Whether a guide's trace has a sample site marked for enumeration (``infer["enumerate"]``)."""
+    return any(site["type"] == "sample" and (site.get("infer") or {}).get("enumerate")
+               for site in trace.nodes.values())
 
 
 def _elbo(particles: int, **weighting) -> Objective:

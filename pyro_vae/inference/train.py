@@ -469,6 +469,16 @@ def validate_training_data(model, data) -> None:
     x_test, y_test = data.split("test")
     if model.needs_labels and (data.y_train is None or y_test is None):
         raise ValueError(f"model {type(model).__name__} needs labels but dataset {data.name!r} has none")
+    unlabelled = 0 if y_test is None or not y_test.numel() else int((y_test < 0).sum())
+    if unlabelled:
+        raise ValueError(f"{data.name} test data has {unlabelled} unlabelled rows (y = -1); the test "
+                         f"split scores every model and must be fully labelled")
+    if model.needs_labels and data.y_train is not None and data.y_train.numel():
+        unlabelled = int((data.y_train < 0).sum())
+        if unlabelled:
+            raise ValueError(
+                f"model {type(model).__name__} needs every label but {data.name} training data has "
+                f"{unlabelled} unlabelled rows (y = -1); use --model m2 (semi-supervised)")
     x_train, y_train = data.x_train, data.y_train
     if data.binarize == "dynamic":
         # Grey levels are Bernoulli probabilities (False for NaN too); the likelihood then

@@ -8,6 +8,7 @@ from .cvae import CVAE
 from .guides import GUIDES, GuideFamily
 from .hvae import HVAE, HVAEConfig
 from .likelihoods import LIKELIHOODS, Likelihood, build_likelihood
+from .m2 import M2, M2Config
 from .mixture import Mixture, MixtureConfig
 from .ppca import PPCA, PPCAConfig
 from .priors import PRIORS, Prior, StandardNormalPrior, build_prior
@@ -19,12 +20,13 @@ MODELS: Registry = Registry("model", {
     "vae": (VAEConfig, VAE),
     "cvae": (VAEConfig, CVAE),
     "hvae": (HVAEConfig, HVAE),
+    "m2": (M2Config, M2),
     "mixture": (MixtureConfig, Mixture),
     "ppca": (PPCAConfig, PPCA),
 })
 
 __all__ = [
-    "CVAE", "HVAE", "HVAEConfig", "Mixture", "MixtureConfig", "PPCA", "PPCAConfig",
+    "CVAE", "HVAE", "HVAEConfig", "M2", "M2Config", "Mixture", "MixtureConfig", "PPCA", "PPCAConfig",
     "GUIDES", "GenerativeModel", "GuideFamily", "Likelihood", "LIKELIHOODS", "MODELS", "PRIORS", "Prior",
     "StandardNormalPrior", "VAE", "VAEConfig", "build_likelihood", "build_prior",
 ]

@@ -27,11 +27,12 @@ from torch import nn
 
 
 def labels_for(model, y):
-    """``y`` where ``model`` conditions on labels (``needs_labels``), else None.
+    """``y`` where ``model`` conditions on labels (``needs_labels``) or learns from partial
+    labels (``partial_labels``, M2: -1 marks an unlabelled row), else None.
 
     Data sets carry labels whether or not a model uses them; this is what a model is given.
     """
-    return y if getattr(model, "needs_labels", False) else None
+    return y if getattr(model, "needs_labels", False) or getattr(model, "partial_labels", False) else None
 
 
 def data_plate(x: torch.Tensor):
@@ -55,7 +56,12 @@ class GenerativeModel(nn.Module, ABC):
     - ``conditional``: True when the model scores log p(x | y) rather than log p(x);
     - ``needs_labels``: True when ``model``/``guide`` require ``y``;
     - ``guide_reads_labels``: True when the guide's code depends on ``y`` (q(z | x, y)), so
-      the code of an example carries its label (no latent probe is reported for it).
+      the code of an example carries its label (no latent probe is reported for it);
+    - ``partial_labels``: True when the model learns from labels given for some examples
+      only (``y = -1`` elsewhere; M2), so training passes it ``y`` and ``labels_per_class``
+      applies;
+    - ``sums_out_labels``: True when the evaluation sums the label out (log p(x) =
+      logsumexp_c log p(x, c)); such a model has ``num_classes`` and ``classify(x)``.
     """
 
     has_latents: bool = True
@@ -63,6 +69,8 @@ class GenerativeModel(nn.Module, ABC):
     conditional: bool = False
     needs_labels: bool = False
     guide_reads_labels: bool = False
+    partial_labels: bool = False
+    sums_out_labels: bool = False
     #: Name under which ``pyro.module`` registers the parameters.
     pyro_name: str = "model"
     #: Whether ``model``/``guide`` register the parameters with Pyro's param store, so that
