@@ -227,12 +227,14 @@ def test_compare_ranks_vae_hvae_and_m2_in_one_table(tmp_path, capsys):
     assert main(["compare", "--models", "vae,hvae,m2=m2:labels_per_class=10", "--dataset", "digits",
                  "--epochs", "1", "--hidden-dims", "16", "--latent-dim", "2", "--samples", "5",
                  "--no-progress", "--out", str(out)]) == 0
-    rows = json.loads((out / "summary.json").read_text())
-    rows = rows["rows"] if isinstance(rows, dict) else rows
-    names = {row.get("name") or row.get("entry") for row in rows}
-    assert {"vae", "hvae", "m2"} <= names
-    report = (out / "report.md").read_text()
-    assert all(name in report for name in ("vae", "hvae", "m2"))
+    rows = {row["name"]: row for row in json.loads((out / "summary.json").read_text())}
+    assert set(rows) == {"vae", "hvae", "m2"}
+    # One group (unconditional log p(x) of binary pixels): every row is paired with the same best.
+    assert not any(row["conditional"] for row in rows.values())
+    best = [name for name, row in rows.items() if row["paired"] is None]
+    assert len(best) == 1 and all(row["paired"]["vs"] == best[0] for name, row in rows.items() if name != best[0])
+    table = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("| ")]
+    assert {line.split("|")[2].strip() for line in table} >= {"vae", "hvae", "m2"}
 
 
 def _write_npz(path, y, y_test=None):

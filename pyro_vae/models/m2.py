@@ -20,7 +20,10 @@ Classification term: in training mode (``self.training``) the model adds
 ``J^alpha = J + alpha' E_labelled[-log q(y | x)]`` with ``alpha' = alpha * N`` (``alpha = 0.1``
 as in the paper). ``N`` and ``N_labelled`` are learned by :meth:`M2.init_from_data` and kept
 as buffers, so a checkpoint carries them. In evaluation mode (``model.eval()``) there is no
-factor: the evaluation scores the plain M2.
+factor: the evaluation scores the plain M2. (So under :func:`~pyro_vae.inference.fit` the
+training curve includes that term; the validation/test ELBOs do not.) Batches are the
+loop's uniform random slices of the training set, so labelled and unlabelled examples mix in
+proportion; ``--labels-per-class N`` (:class:`~pyro_vae.data.DataConfig`) hides the rest.
 
 Evaluation (:mod:`pyro_vae.inference.evaluate`): ``sums_out_labels`` tells it to score
 ``log p(x) = logsumexp_c [log p(y=c) + log p(x | y=c)]`` with the label summed exactly and ``z``
