@@ -375,7 +375,7 @@ def _train_and_finish(config, out_dir, data, model, resume_state, callbacks) -> 
         "steps": result.steps,
         "seconds": result.seconds,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "training_curve": training_curve_key(config.train),
+        "training_curve": training_curve_key(config.train, model),
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
         "history": result.history,

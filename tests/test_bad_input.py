@@ -138,7 +138,8 @@ def test_cli_refuses_delta_guide_with_iwae(tmp_path, capsys):
 
 def test_cli_refuses_option_that_does_not_apply_to_the_model(tmp_path, capsys):
     cli_error(capsys, ["train", "--out", tmp_path / "r", "--model", "mixture", "--epochs", "1",
-                       "--prior", "vamp", "--no-progress"], "prior", "do not apply to model 'mixture'")
+                       "--prior", "vamp", "--no-progress"], "--prior", "does not apply to --model mixture",
+              "its model options are: --components, --likelihood")
 
 
 # ------------------------------------------------------------------ CLI: data

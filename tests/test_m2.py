@@ -162,7 +162,7 @@ def _fit_m2(epochs, seed=0):
 
 def test_m2_beats_a_classifier_trained_on_the_labelled_images_alone():
     m, data, result = _fit_m2(epochs=60)
-    assert math.isfinite(result.history[-1]["train_elbo"]) and "test_elbo" in result.history[-1]
+    assert math.isfinite(result.history[-1]["train_objective"]) and "test_elbo" in result.history[-1]
     with torch.no_grad():
         m2_accuracy = (m.classify(data.x_test).argmax(-1) == data.y_test).double().mean().item()
     # The same architecture as q(y | x), trained on the 100 labelled training images only.

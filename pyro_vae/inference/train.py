@@ -451,13 +451,16 @@ def _evaluation_rng(seed: int, epoch: int, device: torch.device):
         yield
 
 
-def training_curve_key(config: TrainConfig) -> str:
+def training_curve_key(config: TrainConfig, model=None) -> str:
     """History key of the training curve: ``train_elbo`` only when the objective is the ELBO.
 
     Under ``beta != 1``, a KL warm-up or the IWAE objective the quantity optimized is not
-    the ELBO, so it is recorded as ``train_objective``; the validation/test curves are ELBOs.
+    the ELBO, nor for a model that adds terms of its own in training (M2's classification
+    term, ``adds_training_terms``), so it is recorded as ``train_objective``; the
+    validation/test curves are ELBOs.
     """
     plain = config.objective in ("elbo", "meanfield") and config.beta == 1 and not config.kl_warmup
+    plain = plain and not getattr(model, "adds_training_terms", False)
     return "train_elbo" if plain else "train_objective"
 
 
@@ -587,7 +590,7 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     show_progress = config.progress and main  # other ranks draw no bar and read no loss
     # Not a terminal (a log file, CI): one plain line per epoch instead of a redrawn bar.
     progress_lines = show_progress and not _is_terminal(sys.stderr)
-    curve_key = training_curve_key(config)
+    curve_key = training_curve_key(config, model)
     kl_weighted = config.beta != 1 or bool(config.kl_warmup)
     # plateau watches the validation ELBO where it is computed, else the training curve.
     plateau_key = held_key if selecting and config.eval_every else curve_key

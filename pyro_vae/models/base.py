@@ -61,7 +61,9 @@ class GenerativeModel(nn.Module, ABC):
       only (``y = -1`` elsewhere; M2), so training passes it ``y`` and ``labels_per_class``
       applies;
     - ``sums_out_labels``: True when the evaluation sums the label out (log p(x) =
-      logsumexp_c log p(x, c)); such a model has ``num_classes`` and ``classify(x)``.
+      logsumexp_c log p(x, c)); such a model has ``num_classes`` and ``classify(x)``;
+    - ``adds_training_terms``: True when the model adds terms to its objective in training
+      mode only (M2's classification term), so its training curve is not an ELBO.
     """
 
     has_latents: bool = True
@@ -71,6 +73,7 @@ class GenerativeModel(nn.Module, ABC):
     guide_reads_labels: bool = False
     partial_labels: bool = False
     sums_out_labels: bool = False
+    adds_training_terms: bool = False
     #: Name under which ``pyro.module`` registers the parameters.
     pyro_name: str = "model"
     #: Whether ``model``/``guide`` register the parameters with Pyro's param store, so that

@@ -151,6 +151,8 @@ class M2(GenerativeModel):
     partial_labels = True
     #: The evaluation sums y out: log p(x) = logsumexp_c [log p(c) + log p(x | c)].
     sums_out_labels = True
+    #: Training mode adds alpha * log q(y | x) of the labelled rows: the curve is not an ELBO.
+    adds_training_terms = True
 
     def __init__(self, data_dim: int, config: M2Config | None = None, num_classes: int | None = None):
         super().__init__()
