@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # wheels already on this machine's disk instead of downloading a CUDA build.
 TORCH := "torch==2.14.1" "torchvision==0.29.1"
 
-.PHONY: demo test lint bench gallery install clean
+.PHONY: demo test lint bench gallery reproduce install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ bench: install
 	$(PY) benchmarks/train_throughput.py --epochs 10 --subset 10000
 	$(PY) benchmarks/loglik_throughput.py --examples 200 --repeats 5
 	$(PY) benchmarks/train_memory.py --epochs 3
+
+# issue 16: the literature's Fashion-MNIST entries as resumable runs under ~/pyro-vae-runs/reproduce
+# (hours to days on a CPU; benchmarks/reproduce.py --only NAME runs one) -> docs/results/fashion-mnist.json
+reproduce: install
+	$(PY) benchmarks/reproduce.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

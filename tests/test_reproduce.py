@@ -1,0 +1,159 @@
+"""benchmarks/reproduce.py in its --smoke mode (digits, 2 epochs, K = 10): it trains every entry
+into resumable run directories, writes the results JSON with every field issue 16 asks for, pairs
+each entry with the VAE, and a second invocation reuses the finished runs instead of training.
+The full reproduction (Fashion-MNIST, up to 2,000 epochs, K = 5000) is run by hand."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+NUMBER = (int, float)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """The script as a module, imported from its file (it imports its neighbour ``common``)."""
+    before = {name: sys.modules.get(name) for name in ("common", "reproduce")}
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location("reproduce", BENCHMARKS / "reproduce.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+        for name, old in before.items():  # leave no ``common`` behind for other tests to trip on
+            if old is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = old
+
+
+@pytest.fixture(scope="module")
+def smoke(bench, tmp_path_factory):
+    """One --smoke invocation into a fresh runs directory, on one thread (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        root = tmp_path_factory.mktemp("reproduce")
+        runs, path = root / "runs", root / "results.json"
+        returned = bench.main(["--smoke", "--runs-dir", str(runs), "--results", str(path)])
+        yield {"runs": runs, "path": path, "returned": returned, "results": json.loads(path.read_text())}
+    finally:
+        torch.set_num_threads(before)
+
+
+def _mtimes(runs: Path) -> dict:
+    return {str(p.relative_to(runs)): p.stat().st_mtime_ns for p in sorted(runs.rglob("*")) if p.is_file()}
+
+
+def test_results_have_every_field(bench, smoke):
+    results = smoke["results"]
+    assert results == json.loads(json.dumps(smoke["returned"]))
+    assert results["smoke"] is True and results["dataset"] == "digits"
+    assert isinstance(results["commit"], str) and len(results["commit"]) == 40
+    assert isinstance(results["commit_dirty"], bool)
+    machine = results["machine"]
+    assert isinstance(machine["description"], str) and machine["torch"] in machine["description"]
+    assert machine["cpu_count"] >= 1 and machine["device"] == "cpu"
+    assert all(isinstance(v["source"], str) and "value" in v for v in results["settings"].values())
+    assert [e["name"] for e in results["entries"]] == list(bench.ENTRIES)
+    for entry in results["entries"]:
+        name = entry["name"]
+        for key in ("nll", "nll_stderr", "elbo", "seconds"):
+            assert isinstance(entry[key], NUMBER) and not isinstance(entry[key], bool), (name, key)
+        assert entry["nll"] > 0 and entry["nll_stderr"] > 0 and entry["elbo"] <= -entry["nll"] + 1e-6
+        assert entry["epochs"] == 2 and entry["best_epoch"] in (1, 2) and entry["seconds"] >= 0
+        assert entry["samples"] == 10 and entry["test_examples"] == 359
+        assert entry["stopped_early"] is False and entry["budget_limited"] is True
+        published = entry["published"]
+        assert set(published) >= {"nll", "source"}
+        if name == "iwae5":
+            assert published["nll"] is None and entry["gap_to_published"] is None and published["note"]
+        else:
+            assert isinstance(published["nll"], float) and "Exemplar VAE" in published["source"]
+            assert entry["gap_to_published"] == pytest.approx(entry["nll"] - published["nll"])
+        config = entry["config"]
+        assert config["epoch_budget"] == 2 and config["run_config"]["eval_samples"] == 10
+        assert any("gated" in note for note in config["known_differences"])
+        train = config["run_config"]["train"]
+        assert (train["batch_size"], train["lr"], train["patience"], train["eval_every"], train["kl_warmup"]) == (
+            100, 5e-4, 50, 1, 100)
+        assert config["run_config"]["data"]["val_fraction"] == pytest.approx(1 / 6)
+        assert config["run_config"]["data"]["binarize"] == "dynamic"
+    by_name = {e["name"]: e for e in results["entries"]}
+    assert by_name["vamp"]["config"]["run_config"]["model_config"]["prior_components"] == 500
+    assert by_name["iwae5"]["config"]["run_config"]["train"]["objective"] == "iwae"
+    assert by_name["iwae5"]["config"]["run_config"]["train"]["particles"] == 5
+    assert by_name["hvae"]["config"]["run_config"]["model_config"]["latent_dims"] == [40, 40]
+    assert {row["name"] for row in results["not_run"]} == {"conv", "conv-vamp"}
+    assert len(results["targets"]) == 6 and all(isinstance(t["met"], bool) for t in results["targets"])
+
+
+def test_every_entry_is_paired_with_the_vae_on_the_same_test_set(smoke):
+    entries = {e["name"]: e for e in smoke["results"]["entries"]}
+    assert entries["vae"]["paired_vs_vae"] is None
+    assert len({e["test_set_sha256"] for e in entries.values()}) == 1
+    vae = np.load(smoke["runs"] / "vae" / "test_per_example.npz")["log_likelihood"]
+    for name, entry in entries.items():
+        if name == "vae":
+            continue
+        paired = entry["paired_vs_vae"]
+        assert isinstance(paired["difference"], float) and paired["stderr"] > 0, name
+        values = np.load(smoke["runs"] / name / "test_per_example.npz")["log_likelihood"]
+        assert paired["difference"] == pytest.approx(float((values - vae).mean()))
+        # The VAE's NLL minus the entry's, up to the rounding of two means.
+        assert paired["difference"] == pytest.approx(entries["vae"]["nll"] - entry["nll"], abs=1e-9)
+
+
+def test_a_second_invocation_reuses_the_finished_runs(bench, smoke, tmp_path, capsys):
+    before = _mtimes(smoke["runs"])
+    assert any(name.endswith("checkpoint.pt") for name in before)
+    again = bench.main(["--smoke", "--runs-dir", str(smoke["runs"]), "--results", str(tmp_path / "again.json")])
+    assert _mtimes(smoke["runs"]) == before  # nothing trained, evaluated or rewritten
+    assert [e["action"] for e in again["entries"]] == ["reused"] * len(bench.ENTRIES)
+    for first, second in zip(smoke["results"]["entries"], again["entries"]):
+        assert second["nll"] == first["nll"] and second["paired_vs_vae"] == first["paired_vs_vae"]
+    table = capsys.readouterr().out
+    assert "published NLL" in table and "228.70" in table and "not run" in table
+
+
+def test_a_run_capped_by_a_smaller_budget_resumes_to_the_new_one(bench, smoke, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(smoke["runs"] / "vae", runs / "vae")
+    shutil.copytree(smoke["runs"] / "vamp", runs / "vamp")
+    checkpoint = (runs / "vae" / "checkpoint.pt").stat().st_mtime_ns
+    result = bench.main(["--smoke", "--runs-dir", str(runs), "--results", str(tmp_path / "r.json"),
+                         "--only", "vae", "--max-epochs", "3"])
+    vae, vamp = result["entries"]
+    assert (vae["action"], vae["epochs"], vae["config"]["epoch_budget"]) == ("resumed", 3, 3)
+    assert (runs / "vae" / "checkpoint.pt").stat().st_mtime_ns != checkpoint
+    # Not asked for: its finished run is read as it is, and paired with the new VAE.
+    assert (vamp["action"], vamp["epochs"], vamp["config"]["epoch_budget"]) == ("read", 2, 2)
+    assert vamp["paired_vs_vae"]["difference"] == pytest.approx(vae["nll"] - vamp["nll"], abs=1e-9)
+
+
+def test_runs_of_other_settings_and_test_sets_are_refused(bench, smoke, tmp_path):
+    with pytest.raises(ValueError, match=r"other settings than this entry's \(train.seed 0 \(run\) vs 1"):
+        bench.main(["--smoke", "--runs-dir", str(smoke["runs"]), "--results", str(tmp_path / "r.json"),
+                    "--only", "vae", "--seed", "1"])
+    records = [dict(e) for e in smoke["results"]["entries"][:2]]
+    records[1]["test_set_sha256"] = "0" * 64
+    with pytest.raises(ValueError, match="different test sets"):
+        bench.add_pairing(records)
+
+
+def test_bad_options_are_refused(bench, tmp_path):
+    for argv in (["--smoke"], ["--only", "vae,conv"], ["--max-epochs", "0"], ["--max-epochs", "2001"],
+                 ["--eval-samples", "-1"]):
+        with pytest.raises(SystemExit):
+            bench.main(argv)
