@@ -18,7 +18,7 @@ import sys
 
 from . import __version__
 from .data import BINARIZE_CHOICES, DataConfig
-from .errors import allocation_message, check_seed, is_allocation_error
+from .errors import allocation_message, check_non_negative_int, check_positive_int, check_seed, is_allocation_error
 from .inference import distributed
 from .inference.train import DTYPES, NonFiniteLossError, TrainConfig
 
@@ -315,8 +315,7 @@ def _run_sample(args) -> str:
     from .plots import plot_samples  # noqa: PLC0415
     from .runs import load_run  # noqa: PLC0415
 
-    if args.n <= 0:
-        raise ValueError(f"n must be a positive integer, got {args.n}")
+    check_positive_int("--n", args.n)
     _check_out_file(args.out)
     run = load_run(args.run_dir, args.device)
     labels = None
@@ -340,6 +339,11 @@ def _run_plot(args) -> str:
     from .runs import load_run  # noqa: PLC0415
 
     check_choice("--kind", args.kind, KINDS)
+    if args.n is not None:
+        check_positive_int("--n", args.n)
+    for flag in ("from_label", "to_label", "label"):
+        if getattr(args, flag) is not None:
+            check_non_negative_int("--" + flag.replace("_", "-"), getattr(args, flag))
     if args.out is not None:
         _check_out_file(args.out)
     run = load_run(args.run_dir, args.device)
@@ -478,8 +482,10 @@ def main(argv=None) -> int:
             print(_run_plot(args))
         elif args.command == "report":
             print(_run_report(args))
-    except (ValueError, TypeError, UsageError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, UsageError, OverflowError) as err:
+        # One line, whatever the message: a library's multi-line text keeps its first line.
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        print(f"{PROG}: error: {lines[0]}", file=sys.stderr)
         return 2
     except OSError as err:  # a file or directory the user named cannot be read or written
         print(f"{PROG}: error: {err}", file=sys.stderr)

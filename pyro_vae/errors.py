@@ -18,12 +18,18 @@ def check_choice(name: str, value, choices: Iterable[str]) -> str:
     return value
 
 
+#: The largest count or size accepted: a 64-bit integer (torch's sizes and indices).
+MAX_INT = 2**63 - 1
+
+
 def check_positive_int(name: str, value) -> int:
-    """Return ``value`` if it is an int > 0 (bools refused), else raise."""
+    """Return ``value`` if it is an int in 1..MAX_INT (bools refused), else raise."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be a positive integer, got {value!r} ({type(value).__name__})")
     if value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value}")
+    if value > MAX_INT:
+        raise ValueError(f"{name} must be at most {MAX_INT} (a 64-bit integer), got {value}")
     return value
 
 
@@ -32,6 +38,8 @@ def check_non_negative_int(name: str, value) -> int:
         raise TypeError(f"{name} must be a non-negative integer, got {value!r} ({type(value).__name__})")
     if value < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {value}")
+    if value > MAX_INT:
+        raise ValueError(f"{name} must be at most {MAX_INT} (a 64-bit integer), got {value}")
     return value
 
 
@@ -82,6 +90,8 @@ def check_int_tuple(name: str, value) -> tuple[int, ...]:
     for item in items:
         if isinstance(item, bool) or not isinstance(item, int) or item <= 0:
             raise ValueError(f"{name} must contain positive integers only, got {list(items)}")
+        if item > MAX_INT:
+            raise ValueError(f"{name} must contain integers of at most {MAX_INT}, got {item}")
     return items
 
 

@@ -16,9 +16,9 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,9 @@ METRICS_SCHEMA = {
 }
 
 
+_MAX_COUNT = 2**53  # counts beyond this are not exact in JSON numbers read as floats elsewhere
+
+
 def read_metrics(run_dir) -> dict:
     """``run_dir``'s metrics.json as a dict, ``{}`` where there is none (an unfinished run).
 
@@ -75,6 +78,15 @@ def read_metrics(run_dir) -> dict:
         for key, value in record.items():
             if key != "epoch":
                 check_schema(value, _NUMBER, path=path, what="metrics file", where=f"history[{i}].{key}")
+    # Values the writer never produces (a hand edit, another program's file).
+    test = metrics.get("test") or {}
+    bounds = [("epochs", metrics["epochs"], 0), ("steps", metrics.get("steps"), 0),
+              ("test.num_examples", test.get("num_examples"), 1),
+              ("test.log_likelihood_samples", test.get("log_likelihood_samples"), 1)]
+    for field, value, least in bounds:
+        if value is not None and not least <= value <= _MAX_COUNT:
+            raise ValueError(f"metrics file {str(path)!r}: field {field} must lie in "
+                             f"{least}..{_MAX_COUNT}, got {value}")
     return metrics
 
 
@@ -115,12 +127,13 @@ def write_per_example(run_dir, per_example: dict) -> None:
     atomic_write_bytes(Path(run_dir) / PER_EXAMPLE_FILE, write)
 
 
-def read_per_example(run_dir, num_examples: int | None = None) -> dict:
+def read_per_example(run_dir, num_examples: int | None = None, means: dict | None = None) -> dict:
     """``run_dir``'s per-example test values: ``{"elbo": (n,), ["log_likelihood": (n,)]}``.
 
     Loaded without pickle and checked against what :func:`write_per_example` writes (known
-    keys, float64 vectors of one length, finite, ``num_examples`` long where given); anything
-    else is a ``ValueError`` naming the file.
+    keys, float64 vectors of one length, finite, ``num_examples`` long where given, and with
+    the ``means`` metrics.json reports, key -> mean, where given: a file of another run is
+    refused); anything else is a ``ValueError`` naming the file.
     """
     path = Path(run_dir) / PER_EXAMPLE_FILE
     if not path.is_file():
@@ -142,15 +155,48 @@ def read_per_example(run_dir, num_examples: int | None = None) -> dict:
                              f"{values.dtype} {values.shape}")
         if not np.isfinite(values).all():
             raise ValueError(f"{str(path)!r}: {key!r} holds NaN or infinite values")
+    for key, mean in (means or {}).items():
+        if mean is not None and key in arrays and abs(float(arrays[key].mean()) - mean) > 1e-6 * max(1.0, abs(mean)):
+            raise ValueError(f"{str(path)!r}: the mean of {key!r} is {float(arrays[key].mean()):.6f} but "
+                             f"metrics.json reports {mean:.6f}: the file belongs to another run; run "
+                             f"`pyro-vae evaluate {run_dir}` to rewrite both")
     return arrays
 
 
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds a pyro-vae run: a config.json that is a run's configuration
+    (a JSON object with ``model``, ``data`` and ``train``), not any file of that name."""
+    config = Path(path) / CONFIG_FILE
+    try:
+        if not config.is_file() or config.stat().st_size > 2**20:
+            return False
+        raw = read_json_file(config, what="run configuration")
+    except (OSError, ValueError):
+        return False
+    return isinstance(raw, dict) and {"model", "data", "train"} <= set(raw)
+
+
 def enclosing_run(path: Path) -> Path | None:
-    """The nearest directory above ``path`` that holds a run (a config.json), or None."""
+    """The nearest directory above ``path`` that holds a run, or None."""
     for parent in path.resolve().parents:
-        if (parent / CONFIG_FILE).is_file():
+        if is_run_dir(parent):
             return parent
     return None
+
+
+#: What each folder of a run holds (file names pyro-vae writes there).
+_RUN_FOLDERS = {FIGURES_DIR: lambda name: name.endswith(".png"),
+                TENSORBOARD_DIR: lambda name: name.startswith("events.out.tfevents.")}
+
+
+def _foreign_in_folders(out_dir: Path) -> list[str]:
+    """Entries of a run's folders that pyro-vae did not write (an overwrite must keep them)."""
+    foreign = []
+    for folder, ours in _RUN_FOLDERS.items():
+        if (out_dir / folder).is_dir():
+            foreign += [f"{folder}/{p.name}" for p in (out_dir / folder).iterdir()
+                        if not (p.is_file() and ours(p.name))]
+    return sorted(foreign)
 
 
 def check_out_dir(out_dir: Path, overwrite: bool) -> None:
@@ -178,7 +224,7 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
     present = {p.name for p in out_dir.iterdir()} - {LOCK_FILE}
     if not present:
         return
-    if CONFIG_FILE not in present:
+    if not is_run_dir(out_dir):
         raise ValueError(f"output directory {str(out_dir)!r} is not empty and holds no pyro-vae run "
                          f"(found {', '.join(sorted(present)[:3])}{' ...' if len(present) > 3 else ''}); "
                          f"choose a new or empty directory")
@@ -188,6 +234,7 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
             f"it or --resume {str(out_dir)!r} to continue it")
     foreign = sorted(present - set(RUN_FILES) - {FIGURES_DIR, TENSORBOARD_DIR, "report.html"})
     foreign = [name for name in foreign if not name.startswith(".")]  # temporaries of atomic writes
+    foreign += [name for name in _foreign_in_folders(out_dir)]
     if foreign:
         raise ValueError(f"--overwrite would replace the run in {str(out_dir)!r}, but the directory also "
                          f"holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which "
@@ -206,5 +253,10 @@ def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
         raise ValueError(f"output directory {str(out_dir)!r} is not writable ({err.strerror})") from err
     for stale in (*RUN_FILES, "report.html"):
         (out_dir / stale).unlink(missing_ok=True)
-    shutil.rmtree(out_dir / FIGURES_DIR, ignore_errors=True)
-    shutil.rmtree(out_dir / TENSORBOARD_DIR, ignore_errors=True)
+    for folder, ours in _RUN_FOLDERS.items():  # only the files pyro-vae wrote there
+        if (out_dir / folder).is_dir():
+            for path in (out_dir / folder).iterdir():
+                if path.is_file() and ours(path.name):
+                    path.unlink()
+            with contextlib.suppress(OSError):  # kept if anything else is (still) in it
+                (out_dir / folder).rmdir()

@@ -110,6 +110,9 @@ class RunConfig:
         check_instance("train", self.train, TrainConfig, "build one with TrainConfig(...)")
         check_choice("model", self.model, MODELS)
         if not isinstance(self.model_config, dict):
+            if not dataclasses.is_dataclass(self.model_config) or isinstance(self.model_config, type):
+                raise TypeError(f"model_config must be a dict of the model's config fields or its "
+                                f"config dataclass, got {self.model_config!r}")
             self.model_config = dataclasses.asdict(self.model_config)
         self.model_config = dataclasses.asdict(self.model_config_object())
         check_positive_int("eval_samples", self.eval_samples)
@@ -229,14 +232,29 @@ def _checkpoint_config(config: RunConfig) -> dict:
 
 
 def _without_defaults(raw) -> dict:
-    """``raw`` less the training settings at their defaults, for comparing a checkpoint's
-    configuration with config.json: a setting added in a later version (absent from older
-    checkpoints) then matches as long as the run leaves it at its default."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("train"), dict):
+    """``raw`` less the settings at their defaults (training, data and model), for comparing a
+    checkpoint's configuration with config.json: a setting added in a later version (absent
+    from older checkpoints) then matches as long as the run leaves it at its default."""
+    if not isinstance(raw, dict):
         return raw
-    defaults = dataclasses.asdict(TrainConfig())
-    train = {k: v for k, v in raw["train"].items() if k not in defaults or v != defaults[k]}
-    return {**raw, "train": train}
+    sections = {"train": TrainConfig, "data": DataConfig}
+    if raw.get("model") in MODELS:
+        sections["model_config"] = MODELS.get(raw["model"])[0]
+    out = dict(raw)
+    for key, cls in sections.items():
+        if isinstance(raw.get(key), dict):
+            defaults = {f.name: _field_default(f) for f in dataclasses.fields(cls)}
+            defaults = json.loads(json.dumps(defaults, default=str))  # tuples as lists, as stored
+            out[key] = {k: v for k, v in raw[key].items() if k not in defaults or v != defaults[k]}
+    return out
+
+
+def _field_default(f):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
 
 
 class CheckpointCallback(Callback):
@@ -268,6 +286,34 @@ class CheckpointCallback(Callback):
         })
 
 
+def _preflight(model, data, config: RunConfig) -> None:
+    """One batch of the objective, forward only, before anything in the run directory is replaced.
+
+    Sizes that fit each on their own can still not fit together (``--particles`` times the
+    batch times the network): this finds out while the old run is intact. Its random draws
+    come from a forked stream, so training is unchanged.
+    """
+    from .inference.objectives import build_objective  # noqa: PLC0415
+
+    x = data.x_train[: config.train.batch_size].to(dtype=DTYPES[config.train.dtype])
+    y = labels_for(model, None if data.y_train is None else data.y_train[: config.train.batch_size])
+    if data.binarize == "dynamic":
+        x = torch.bernoulli(x, generator=split_generator(config.data.split_seed, "probe"))
+    objective = build_objective(config.train.objective, particles=config.train.particles,
+                                beta=config.train.beta, kl_warmup=config.train.kl_warmup)
+    try:
+        # With gradients on, as in training (TraceEnum_ELBO refuses a loss without them); no
+        # backward pass, so the parameters are untouched.
+        with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False), model.optimized_by_torch():
+            objective.loss(model, x, y)
+    except (RuntimeError, MemoryError) as err:
+        if not is_allocation_error(err):
+            raise
+        raise ValueError(f"one training step does not fit in memory with batch_size="
+                         f"{config.train.batch_size}, particles={config.train.particles} and this "
+                         f"model: {allocation_message(err)}; choose smaller sizes") from None
+
+
 def train_run(config: RunConfig, out_dir, *, overwrite: bool = False, callbacks=()) -> dict:
     """Train ``config`` into ``out_dir`` and return its metrics (also written to metrics.json)."""
     out_dir = Path(out_dir)
@@ -279,6 +325,7 @@ def train_run(config: RunConfig, out_dir, *, overwrite: bool = False, callbacks=
     data = distributed.main_first(lambda: load_dataset(config.data))
     model = build_model(config, data)
     validate_training_data(model, data)
+    _preflight(model, data, config)
 
     def prepare():
         prepare_out_dir(out_dir, overwrite)  # checks again, now under the lock
@@ -499,7 +546,11 @@ def _diff(saved, expected, prefix="") -> list[str]:
     if isinstance(saved, dict) and isinstance(expected, dict):
         out = []
         for key in sorted(set(saved) | set(expected)):
-            out += _diff(saved.get(key), expected.get(key), f"{prefix}{key}.")
+            if (key in saved) != (key in expected):  # a key missing on one side, even beside None
+                where = "checkpoint" if key in saved else "config"
+                out.append(f"{prefix}{key}: only in the {where}")
+                continue
+            out += _diff(saved[key], expected[key], f"{prefix}{key}.")
         return out
     return [] if saved == expected else [f"{prefix.rstrip('.')}: checkpoint {saved!r} vs config {expected!r}"]
 

@@ -248,7 +248,7 @@ def test_named_variants_train_with_their_own_options_and_reuse_runs(runs, tmp_pa
     ("vae,vae", "models lists the entry name 'vae' twice"),
     ("vae,,ppca", "has an empty entry"),
     ("x=gan", "models entry 'x=gan': expected NAME=MODEL[:key=value...] with MODEL one of "
-              "ae, cvae, mixture, ppca, vae"),
+              "ae, cvae, hvae, m2, mixture, ppca, vae"),
     ("vae:beta=4", "models entry 'vae:beta=4' has options, so it needs a name"),
     ("b=vae:beta=abc", "entry 'b': option beta='abc' must be a number"),
     ("a/b=vae", "entry name 'a/b' must start with a letter or digit"),

@@ -63,7 +63,7 @@ def test_runs_are_reused_not_retrained(comparison, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--models", "vae,gan"], "unknown model 'gan'; choose from: ae, cvae, mixture, ppca, vae"),
+    (["--models", "vae,gan"], "unknown model 'gan'; choose from: ae, cvae, hvae, m2, mixture, ppca, vae"),
     (["--models", "vae,vae"], "models lists the entry name 'vae' twice"),
     (["--models", "vae", "--samples", "0"], "samples must be a positive integer"),
     (["--runs", "nowhere"], "is not a finished run"),

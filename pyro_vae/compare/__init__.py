@@ -31,6 +31,7 @@ from ..data import DataConfig, load_dataset
 from ..errors import check_instance, check_positive_int, check_seed
 from ..inference.evaluate import fingerprint
 from ..inference.train import TrainConfig
+from ..jsonio import dumps_finite
 from ..models import MODELS
 from ..runs import METRICS_FILE, RunConfig, load_run, read_config, read_metrics, read_per_example, train_run
 from .entries import ALIASES, Entry, check_unique, entry_choices, parse_entries, parse_entry
@@ -125,10 +126,12 @@ def compare(config: CompareConfig, out_dir, *, runs: dict | None = None, overwri
     plans = {e.name: [(run_directory(out_dir, e.name, i, s), config.run_config(e, s))
                       for i, s in enumerate(config.seeds)] for e in to_train}
     _check_distinct_directories(plans)
+    _check_report_files(out_dir, overwrite)
     reused = {name: _summary_row(name, d) for name, d in runs.items()}
+    for run_dir in runs.values():  # weights that load and belong to the metrics, or refused now
+        load_run(run_dir, device="cpu")
     check_comparable([*reused.values(), *_planned_rows(plans)])
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     for plan in plans.values():
         for run_dir, run_config in plan:
             train_run(run_config, run_dir, overwrite=overwrite)
@@ -147,11 +150,13 @@ def compare(config: CompareConfig, out_dir, *, runs: dict | None = None, overwri
         rows.append(row)
     check_comparable(rows)
     add_paired_differences(rows)
-    atomic_write_text(out_dir / "summary.json", json.dumps(rows, indent=2, allow_nan=False))
-    atomic_write_text(out_dir / "report.md", render_markdown(rows, out_dir))
     from ..report import report_for_runs  # noqa: PLC0415  (figures are drawn only here)
 
+    # The HTML report loads every run (its weights checked against its metrics) before the
+    # summary is written: a run refused there leaves no summary ranking it.
     report_for_runs([row["run_dir"] for row in rows], out_dir / "report.html", comparison=rows)
+    atomic_write_text(out_dir / "summary.json", dumps_finite(rows))
+    atomic_write_text(out_dir / "report.md", render_markdown(rows, out_dir))
     return rows
 
 
@@ -170,13 +175,19 @@ def add_paired_differences(rows: list[dict]) -> None:
         if len(members) < 2:
             continue
         best = members[0]
-        best_values = read_per_example(best["run_dir"], best["num_examples"])["log_likelihood"]
+        best_values = _per_example(best)["log_likelihood"]
         for r in members[1:]:
-            values = read_per_example(r["run_dir"], r["num_examples"])
+            values = _per_example(r)
             if "log_likelihood" not in values:
                 raise ValueError(f"{r['run_dir']!r}: its per-example file has no log-likelihoods; "
                                  f"run `pyro-vae evaluate {r['run_dir']}` to rewrite it")
             r["paired"] = {"vs": best["name"], **paired_difference(best_values, values["log_likelihood"])}
+
+
+def _per_example(row: dict) -> dict:
+    """A row's per-example test values, checked against the means its metrics.json reports."""
+    return read_per_example(row["run_dir"], row["num_examples"],
+                            means={"elbo": row["elbo"], "log_likelihood": row["log_likelihood"]})
 
 
 def reuse_runs(run_dirs) -> dict:
@@ -196,6 +207,19 @@ def reuse_runs(run_dirs) -> dict:
                              f"{str(run_dir)!r}); rename one with NAME=DIR")
         mapping[name] = run_dir
     return mapping
+
+
+REPORT_FILES = ("summary.json", "report.md", "report.html")
+
+
+def _check_report_files(out_dir: Path, overwrite: bool) -> None:
+    """Refuse to replace an earlier comparison's (or anyone's) report files without ``overwrite``."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {str(out_dir)!r} exists and is not a directory")
+    present = [name for name in REPORT_FILES if (out_dir / name).exists()]
+    if present and not overwrite:
+        raise ValueError(f"--out {str(out_dir)!r} already holds {', '.join(present)}; pass --overwrite "
+                         f"to replace them (and the runs of the entries it trains)")
 
 
 def _check_distinct_directories(plans: dict) -> None:

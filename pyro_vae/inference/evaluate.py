@@ -167,6 +167,10 @@ def _prepare_inputs(model, x, y):
     model with ``needs_labels`` needs ``y`` of shape ``(batch,)``. Integer pixels are cast to
     the model's floating dtype. Raises ``TypeError``/``ValueError`` naming ``x`` or ``y``.
     """
+    if not (isinstance(model, torch.nn.Module) and callable(getattr(model, "model", None))
+            and callable(getattr(model, "guide", None))):
+        raise TypeError(f"model must be a pyro-vae model (an nn.Module with model and guide methods), "
+                        f"got {type(model).__name__}")
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor of shape (batch, D), got {type(x).__name__}")
     if x.dim() != 2:

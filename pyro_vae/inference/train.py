@@ -470,6 +470,9 @@ def validate_training_data(model, data) -> None:
     :func:`fit` calls it; a caller may call it earlier, before it commits to anything.
     """
     x_test, y_test = data.split("test")
+    if x_test.shape[0] == 0:
+        raise ValueError(f"data {data.name!r} has an empty test split (x_test has shape "
+                         f"{tuple(x_test.shape)}); the final evaluation needs test examples")
     if model.needs_labels and (data.y_train is None or y_test is None):
         raise ValueError(f"model {type(model).__name__} needs labels but dataset {data.name!r} has none")
     unlabelled = 0 if y_test is None or not y_test.numel() else int((y_test < 0).sum())
@@ -594,6 +597,8 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     kl_weighted = config.beta != 1 or bool(config.kl_warmup)
     # plateau watches the validation ELBO where it is computed, else the training curve.
     plateau_key = held_key if selecting and config.eval_every else curve_key
+    if callbacks is None or isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
+        raise TypeError(f"callbacks must be a sequence of Callback objects (or ()), got {callbacks!r}")
     callbacks = list(callbacks) if main else []  # rank 0 alone checkpoints and logs
     step_callbacks = [c for c in callbacks if type(c).on_step_end is not Callback.on_step_end]
     try:
@@ -690,7 +695,13 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
     with pyro.validation_enabled(False), anomaly, model.optimized_by_torch():
         for x, y in bar:
             y = labels_for(model, y)
-            loss = loss_fn(x, y)  # sum over the batch of -objective
+            try:
+                loss = loss_fn(x, y)  # sum over the batch of -objective
+            except torch.linalg.LinAlgError as err:  # e.g. a covariance no longer positive definite
+                raise NonFiniteLossError(
+                    f"linear algebra failed at epoch {epoch}, step {len(step_losses) + 1} of the epoch "
+                    f"({str(err).strip().splitlines()[0]}): the parameters diverged; likely cause: a "
+                    f"learning rate too high (--lr). {_checkpoint_note(state)}") from err
             optimizer.zero_grad(set_to_none=True)
             try:
                 (loss / x.shape[0]).backward()

@@ -184,7 +184,10 @@ class HVAE(GenerativeModel):
 
     def __init__(self, data_dim: int, config: HVAEConfig | None = None, num_classes: int | None = None):
         super().__init__()
-        config = config or HVAEConfig()
+        config = HVAEConfig() if config is None else config
+        if not isinstance(config, HVAEConfig):
+            raise TypeError(f"config must be a HVAEConfig, got {type(config).__name__}; "
+                            f"build one with HVAEConfig(...)")
         self.config = config
         self.data_dim = check_positive_int("data_dim", data_dim)
         self.num_classes = num_classes

@@ -160,7 +160,10 @@ class M2(GenerativeModel):
             raise ValueError(
                 "model 'm2' learns from class labels but the data set has none (num_classes is "
                 "None); use a labelled data set (unlabelled rows may have y = -1)")
-        config = config or M2Config()
+        config = M2Config() if config is None else config
+        if not isinstance(config, M2Config):
+            raise TypeError(f"config must be a M2Config, got {type(config).__name__}; "
+                            f"build one with M2Config(...)")
         self.config = config
         self.data_dim = check_positive_int("data_dim", data_dim)
         self.num_classes = check_positive_int("num_classes", num_classes)

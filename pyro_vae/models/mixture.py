@@ -95,7 +95,10 @@ class Mixture(GenerativeModel):
 
     def __init__(self, data_dim: int, config: MixtureConfig | None = None, num_classes: int | None = None):
         super().__init__()
-        config = config or MixtureConfig()
+        config = MixtureConfig() if config is None else config
+        if not isinstance(config, MixtureConfig):
+            raise TypeError(f"config must be a MixtureConfig, got {type(config).__name__}; "
+                            f"build one with MixtureConfig(...)")
         self.config = config
         self.data_dim = check_positive_int("data_dim", data_dim)
         k = config.num_components

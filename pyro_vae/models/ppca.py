@@ -82,7 +82,10 @@ class PPCA(GenerativeModel):
 
     def __init__(self, data_dim: int, config: PPCAConfig | None = None, num_classes: int | None = None):
         super().__init__()
-        config = config or PPCAConfig()
+        config = PPCAConfig() if config is None else config
+        if not isinstance(config, PPCAConfig):
+            raise TypeError(f"config must be a PPCAConfig, got {type(config).__name__}; "
+                            f"build one with PPCAConfig(...)")
         self.config = config
         self.data_dim = check_positive_int("data_dim", data_dim)
         d = config.latent_dim

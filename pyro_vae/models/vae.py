@@ -91,7 +91,10 @@ class VAE(GenerativeModel):
 
     def __init__(self, data_dim: int, config: VAEConfig | None = None, num_classes: int | None = None):
         super().__init__()
-        config = config or VAEConfig()
+        config = VAEConfig() if config is None else config
+        if not isinstance(config, VAEConfig):
+            raise TypeError(f"config must be a VAEConfig, got {type(config).__name__}; "
+                            f"build one with VAEConfig(...)")
         self.config = config
         self.data_dim = check_positive_int("data_dim", data_dim)
         self.num_classes = num_classes
