@@ -49,7 +49,10 @@ MAX_SEED = 2**31 - 1
 
 def check_seed(name: str, value) -> int:
     """Return ``value`` if it is an int in ``[0, MAX_SEED]``, else raise."""
-    check_non_negative_int(name, value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a non-negative integer, got {value!r} ({type(value).__name__})")
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value}")
     if value > MAX_SEED:
         raise ValueError(f"{name} must be an integer in [0, {MAX_SEED}], got {value}")
     return value

@@ -339,6 +339,6 @@ def test_random_model_combinations_train_or_are_refused(data):
         event(f"refused: {str(err)[:60]}")
         return
     outcome("trained")
-    key = training_curve_key(config.train)  # train_objective under IWAE
+    key = training_curve_key(config.train, built)  # train_objective under IWAE, for m2
     assert all(math.isfinite(h[key]) for h in result.history)
     assert all(bool(torch.isfinite(p).all()) for p in built.parameters())

@@ -91,7 +91,7 @@ def test_same_seed_same_numbers(digits):
     ({"hidden_dims": (64, -1)}, ValueError, "hidden_dims must contain positive integers"),
     ({"likelihood": "poisson"}, ValueError, "unknown likelihood 'poisson'; choose from"),
     ({"prior": "vamp2"}, ValueError, "unknown prior 'vamp2'; choose from"),
-    ({"guide": "flow"}, ValueError, "unknown guide 'flow'; choose from: delta, normal"),
+    ({"guide": "flow"}, ValueError, "unknown guide 'flow'; choose from: delta, normal, studentt"),
 ])
 def test_bad_vae_config(kwargs, error, match):
     with pytest.raises(error, match=match):
