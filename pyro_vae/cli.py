@@ -20,7 +20,8 @@ from . import __version__
 from .data import BINARIZE_CHOICES, DataConfig
 from .errors import allocation_message, check_non_negative_int, check_positive_int, check_seed, is_allocation_error
 from .inference import distributed
-from .inference.train import DTYPES, NonFiniteLossError, TrainConfig
+from .inference.config import DTYPES, TrainConfig
+from .inference.state import NonFiniteLossError
 
 PROG = "pyro-vae"
 

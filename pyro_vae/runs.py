@@ -47,16 +47,11 @@ from .checkpoint import load_checkpoint, save_checkpoint, validate_train_state
 from .data import DataConfig, Dataset, load_dataset, split_generator
 from .errors import allocation_message, check_choice, check_instance, check_positive_int, is_allocation_error
 from .inference import distributed
+from .inference.config import DTYPES, TrainConfig, resolve_device, stored_device, training_curve_key
 from .inference.evaluate import evaluate_per_example, fingerprint, latent_diagnostics
+from .inference.state import Callback, NonFiniteLossError
 from .inference.train import (
-    DTYPES,
-    Callback,
-    NonFiniteLossError,
-    TrainConfig,
     fit,
-    resolve_device,
-    stored_device,
-    training_curve_key,
     validate_training_data,
 )
 from .jsonio import Finite, NotRequired, Optional, check_schema

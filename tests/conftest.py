@@ -1,8 +1,16 @@
+import os
 import shutil
 
-import pyro
-import pytest
-import torch
+# One thread per process, set before torch is imported (subprocesses inherit it): the tests'
+# models are tiny, where a second thread costs more in synchronization than it computes, and
+# on a loaded 2-core machine two threads per process are many times slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pyro  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 #: Command-line options of the smallest useful training run (one epoch of a tiny VAE on digits).
 TINY_TRAIN_ARGS = ["--epochs", "1", "--no-progress", "--hidden-dims", "16", "--latent-dim", "2",

@@ -134,7 +134,8 @@ def test_non_applicable_kinds_are_refused_naming_the_applicable_ones(trained, na
 
 def test_unknown_kind_and_options_are_refused(trained, tmp_path):
     run = trained("vae")
-    with pytest.raises(ValueError, match="unknown figure kind 'histogram'; choose from: analogies, arithmetic, classes"):
+    with pytest.raises(ValueError,
+                       match="unknown figure kind 'histogram'; choose from: analogies, arithmetic, classes"):
         plot_run(run, "histogram", tmp_path / "x.png")
     with pytest.raises(ValueError, match="option.*method do not apply to figure kind 'kl'; it takes no options"):
         plot_run(run, "kl", tmp_path / "x.png", method="tsne")

@@ -29,8 +29,8 @@ from pathlib import Path
 from ..checkpoint import atomic_write_text
 from ..data import DataConfig, load_dataset
 from ..errors import check_instance, check_positive_int, check_seed
+from ..inference.config import TrainConfig
 from ..inference.evaluate import fingerprint
-from ..inference.train import TrainConfig
 from ..jsonio import dumps_finite
 from ..models import MODELS
 from ..runs import METRICS_FILE, RunConfig, load_run, read_config, read_metrics, read_per_example, train_run

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from ..data import DataConfig
 from ..errors import check_choice
-from ..inference.train import TrainConfig
+from ..inference.config import TrainConfig
 from ..models import MODELS
 
 #: Comparison entries beyond the registered model names: name -> (model, model options).

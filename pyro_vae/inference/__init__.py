@@ -4,12 +4,14 @@ Nothing here knows about any particular model: it sees model/guide pairs keeping
 of :mod:`pyro_vae.models.base`.
 """
 
+from .config import TrainConfig
 from .evaluate import Estimate, elbo, evaluate, log_importance_weights, log_likelihood
 from .objectives import OBJECTIVES, Objective, build_objective
-from .train import Callback, FitResult, NonFiniteLossError, TrainConfig, TrainState, fit
+from .state import Callback, FitResult, NonFiniteLossError, StepInfo, TrainState
+from .train import fit
 
 __all__ = [
     "Callback", "Estimate", "FitResult", "NonFiniteLossError", "OBJECTIVES", "Objective",
-    "TrainConfig", "TrainState", "build_objective", "elbo", "evaluate", "fit",
+    "StepInfo", "TrainConfig", "TrainState", "build_objective", "elbo", "evaluate", "fit",
     "log_importance_weights", "log_likelihood",
 ]
