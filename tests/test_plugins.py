@@ -40,6 +40,22 @@ class BernoulliCopy(BernoulliLikelihood):
 '''
 
 
+@pytest.fixture(autouse=True)
+def _registries_restored():
+    """What a test registers (in this process) is removed afterwards: other test files list
+    the built-in choices in their expected messages."""
+    saved = {kind: (dict(reg), dict(reg._provenance)) for kind, reg in registry._REGISTRIES.items()}
+    loaded = dict(registry._LOADED)
+    yield
+    for kind, (entries, provenance) in saved.items():
+        reg = registry._REGISTRIES[kind]
+        dict.clear(reg)
+        dict.update(reg, entries)
+        reg._provenance = provenance
+    registry._LOADED.clear()
+    registry._LOADED.update(loaded)
+
+
 @pytest.fixture()
 def home(tmp_path, monkeypatch):
     """A fresh trust list per test (in this process and in subprocesses)."""
