@@ -31,14 +31,6 @@ def bench(monkeypatch):
             sys.modules[name] = old
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread (tiny networks, a shared CPU); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_smoke_run_prints_both_rows_and_writes_the_json(bench, tmp_path, capsys):
     path = tmp_path / "m2.json"

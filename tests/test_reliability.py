@@ -52,13 +52,6 @@ HUGE = str(10**12)  # fits in int64, not in memory
 BEYOND_INT64 = str(10**23)  # a Python int that no torch size or index can hold
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # ------------------------------------------------------------------ helpers
 

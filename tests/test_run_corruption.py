@@ -64,13 +64,6 @@ SETTINGS = settings(max_examples=32, deadline=None, derandomize=True,
 OUTCOMES: collections.Counter = collections.Counter()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
