@@ -154,12 +154,13 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def load_plugin(spec: str) -> dict:
+def load_plugin(spec: str, *, remember: bool = True) -> dict:
     """Import the plug-in ``spec`` (a ``.py`` file or a module name) and return its record.
 
     The record is ``{"path": ABSOLUTE_PATH, "sha256": ...}`` for a file and ``{"module": NAME}``
     for a module; what the plug-in registers is credited to it. Loading a file also adds it
-    to the trust list, so runs that used it can be read later without naming it again.
+    to the trust list (``remember``), so runs that used it can be read later without naming it
+    again; a file loaded for ``--trust-run`` is not remembered.
     Raises ``ValueError`` (one line) for a missing file or module, or code that fails.
     """
     if not isinstance(spec, str) or not spec.strip():
@@ -196,7 +197,7 @@ def load_plugin(spec: str) -> dict:
     finally:
         _loading.pop()
     _LOADED[key] = record
-    if is_file:
+    if is_file and remember:
         _trust(record)
     return record
 
@@ -287,4 +288,4 @@ def load_recorded_plugins(records, *, where: str, trust: bool = False) -> None:
             raise ValueError(f"{where} was trained with the plug-in file {path!r}, which runs code "
                              f"when loaded and was never loaded by you: pass --plugin {path} (or "
                              f"--trust-run) to run it")
-        load_plugin(path)
+        load_plugin(path, remember=False)  # named by the user before, or trusted for this command only

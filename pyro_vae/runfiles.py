@@ -156,7 +156,10 @@ def read_per_example(run_dir, num_examples: int | None = None, means: dict | Non
         if not np.isfinite(values).all():
             raise ValueError(f"{str(path)!r}: {key!r} holds NaN or infinite values")
     for key, mean in (means or {}).items():
-        if mean is not None and key in arrays and abs(float(arrays[key].mean()) - mean) > 1e-6 * max(1.0, abs(mean)):
+        if mean is not None and key not in arrays:
+            raise ValueError(f"{str(path)!r} lacks the array {key!r} that metrics.json reports; run "
+                             f"`pyro-vae evaluate {run_dir}` to rewrite it")
+        if mean is not None and abs(float(arrays[key].mean()) - mean) > 1e-6 * max(1.0, abs(mean)):
             raise ValueError(f"{str(path)!r}: the mean of {key!r} is {float(arrays[key].mean()):.6f} but "
                              f"metrics.json reports {mean:.6f}: the file belongs to another run; run "
                              f"`pyro-vae evaluate {run_dir}` to rewrite both")

@@ -33,6 +33,7 @@ from ..inference.config import TrainConfig
 from ..inference.evaluate import fingerprint
 from ..jsonio import dumps_finite
 from ..models import MODELS
+from ..runfiles import check_out_dir
 from ..runs import METRICS_FILE, RunConfig, load_run, read_config, read_metrics, read_per_example, train_run
 from .entries import ALIASES, Entry, check_unique, entry_choices, parse_entries, parse_entry
 from .stats import check_comparable, paired_difference, seed_spread
@@ -125,8 +126,11 @@ def compare(config: CompareConfig, out_dir, *, runs: dict | None = None, overwri
     # Everything is checked before anything is trained: options, and one test set for all.
     plans = {e.name: [(run_directory(out_dir, e.name, i, s), config.run_config(e, s))
                       for i, s in enumerate(config.seeds)] for e in to_train}
-    _check_distinct_directories(plans)
+    _check_distinct_directories(plans, runs)
     _check_report_files(out_dir, overwrite)
+    for plan in plans.values():  # an occupied run directory is refused now, not after hours
+        for run_dir, _ in plan:
+            check_out_dir(run_dir, overwrite)
     reused = {name: _summary_row(name, d) for name, d in runs.items()}
     for run_dir in runs.values():  # weights that load and belong to the metrics, or refused now
         load_run(run_dir, device="cpu")
@@ -154,9 +158,10 @@ def compare(config: CompareConfig, out_dir, *, runs: dict | None = None, overwri
 
     # The HTML report loads every run (its weights checked against its metrics) before the
     # summary is written: a run refused there leaves no summary ranking it.
+    summary, markdown = dumps_finite(rows), render_markdown(rows, out_dir)  # before any file
     report_for_runs([row["run_dir"] for row in rows], out_dir / "report.html", comparison=rows)
-    atomic_write_text(out_dir / "summary.json", dumps_finite(rows))
-    atomic_write_text(out_dir / "report.md", render_markdown(rows, out_dir))
+    atomic_write_text(out_dir / "summary.json", summary)
+    atomic_write_text(out_dir / "report.md", markdown)
     return rows
 
 
@@ -198,6 +203,8 @@ def reuse_runs(run_dirs) -> dict:
     mapping = {}
     for item in run_dirs:
         name, sep, path = str(item).partition("=")
+        if sep and Path(str(item)).is_dir():  # a directory whose own name holds '='
+            name, sep = str(item), ""
         run_dir = Path(path if sep else name)
         name = name if sep else run_dir.name
         if not (run_dir / METRICS_FILE).is_file():
@@ -222,8 +229,15 @@ def _check_report_files(out_dir: Path, overwrite: bool) -> None:
                          f"to replace them (and the runs of the entries it trains)")
 
 
-def _check_distinct_directories(plans: dict) -> None:
-    """Refuse two planned runs in one directory (an entry named like another's seed run)."""
+def _check_distinct_directories(plans: dict, runs: dict) -> None:
+    """Refuse two planned runs in one directory (an entry named like another's seed run), and a
+    planned run in the directory of a run being reused (training would replace it)."""
+    reused = {Path(d).resolve(): name for name, d in runs.items()}
+    for name, plan in plans.items():
+        for run_dir, _ in plan:
+            if run_dir.resolve() in reused:
+                raise ValueError(f"entry {name!r} would train into {str(run_dir)!r}, the run reused as "
+                                 f"{reused[run_dir.resolve()]!r}; choose another --out or entry name")
     owner = {}
     for name, plan in plans.items():
         for run_dir, _ in plan:

@@ -100,7 +100,8 @@ def render_markdown(rows: list[dict], out_dir: Path) -> str:
             k = "exact" if r["exact"] else (r["log_likelihood_samples"] or "n/a")
             cells = [str(rank) if nll is not None else "-", r["name"], r["model"],
                      _pm(nll, r["log_likelihood_stderr"]), paired_cell(r), neg_elbo, str(k),
-                     str(r["epochs"]), f"{r['parameters']:,}", f"{r['seconds']:.1f}", "; ".join(note)]
+                     str(r["epochs"]), f"{r['parameters']:,}",
+                     "n/a" if r.get("seconds") is None else f"{r['seconds']:.1f}", "; ".join(note)]
             if with_seeds:
                 cells.insert(5, seeds_cell(r))
             lines.append("| " + " | ".join(cells) + " |")
