@@ -72,9 +72,10 @@ def test_enumerated_elbo_equals_a_hand_sum_over_y():
     # Unlabelled rows: sum_c q(c|x) [log w_c - log q(c|x)], each class at its own z.
     terms = _hand_terms(m, x, z, classes)  # (C, batch)
     by_hand = (q.T * (terms - log_q.T)).sum(0)
-    # Labelled rows: log w at the label; the guide's C draws of z there are weighted by q(c|x).
+    # Labelled rows: log w at the label; the guide's C draws of z there are weighted equally
+    # (the guide gives labelled rows uniform logits, so q(y|x) gets no gradient from them).
     labelled_terms = _hand_terms(m, x, z, y.clamp(min=0).expand(3, 6))
-    by_hand = torch.where(unlabelled, by_hand, (q.T * labelled_terms).sum(0))
+    by_hand = torch.where(unlabelled, by_hand, labelled_terms.mean(0))
     torch.testing.assert_close(-loss, by_hand.sum(), rtol=1e-10, atol=1e-10)
 
 
@@ -276,3 +277,20 @@ def test_cli_refuses_bad_label_inputs_in_one_line(tmp_path, capsys, case, argv, 
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err, err
     assert __import__("re").search(message, err), err
+
+
+def test_labelled_rows_send_no_gradient_to_the_classifier_through_the_elbo():
+    """With every row labelled and no classification term, q(y|x) is no part of the ELBO: its
+    gradient is exactly zero (the guide gives labelled rows constant logits)."""
+    m = _tiny().eval()
+    x, y = _x(), torch.tensor([0, 2, 1, 0, 1, 2])
+    loss = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(m.model, m.guide, x, y)
+    grads = torch.autograd.grad(loss, list(m.classifier.parameters()), allow_unused=True)
+    assert all(g is None or float(g.abs().max()) == 0.0 for g in grads)
+
+
+def test_training_with_labels_needs_the_training_counts():
+    m = _tiny().train()
+    with pytest.raises(ValueError, match=r"init_from_data"):
+        TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(m.model, m.guide, _x(),
+                                                                torch.tensor([0, -1, 1, -1, -1, 2]))

@@ -504,6 +504,13 @@ def latent_diagnostics(model, x, y=None, *, x_train=None, y_train=None,
     Needs ``model.posterior(x, y) -> (loc, scale)`` for the first two and ``model.encode``
     for the last; entries a model cannot give are left out.
     """
+    placement = _model_float(model)
+    if placement is not None:  # the inputs on the model's device and in its dtype
+        x = x.to(*placement)
+        x_train = None if x_train is None else x_train.to(*placement)
+    if y_train is not None and x_train is not None and bool((y_train < 0).any()):
+        keep = y_train >= 0  # unlabelled rows (y = -1) cannot train the probe
+        x_train, y_train = x_train[keep.to(x_train.device)], y_train[keep]
     labels_in = labels_for(model, y)
     result: dict = {}
     if hasattr(model, "posterior") and getattr(model, "has_latents", True):

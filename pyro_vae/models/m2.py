@@ -184,8 +184,9 @@ class M2(GenerativeModel):
                              f"independent of y: choose an unconditional prior")
         self.register_buffer("class_logits", torch.zeros(c))  # p(y) uniform
         # N and N_labelled of the training data (init_from_data): the classification weight.
-        self.register_buffer("num_examples", torch.ones(()))
-        self.register_buffer("num_labelled", torch.ones(()))
+        # 0 until init_from_data: training with labels refuses to guess the weight.
+        self.register_buffer("num_examples", torch.zeros(()))
+        self.register_buffer("num_labelled", torch.zeros(()))
 
     # ------------------------------------------------------------------ pieces
 
@@ -208,7 +209,15 @@ class M2(GenerativeModel):
 
     @property
     def label_weight(self) -> torch.Tensor:
-        """Weight of ``log q(y | x)`` per labelled example: ``alpha * N / N_labelled``."""
+        """Weight of ``log q(y | x)`` per labelled example: ``alpha * N / N_labelled``.
+
+        N and N_labelled are the training set's, recorded by :meth:`init_from_data` (which
+        :func:`pyro_vae.runs.train_run` calls); without them the weight is refused, not guessed.
+        """
+        if not bool(self.num_examples > 0):
+            raise ValueError("M2's classification weight alpha * N / N_labelled needs the training "
+                             "set's counts: call model.init_from_data(x_train, y_train) before "
+                             "training it (pyro_vae.runs.train_run does)")
         return self.alpha * self.num_examples / self.num_labelled.clamp(min=1)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
@@ -244,7 +253,10 @@ class M2(GenerativeModel):
         self._register()
         observed, labels = self._labels(x, y)
         with data_plate(x):
-            logits = self.classifier(x)  # (batch, C)
+            # Labelled rows get constant (uniform) logits: their enumerated y is masked out, and
+            # with q's logits its score-function weights would still send gradient noise into
+            # the classifier for rows where q(y|x) is no part of the ELBO.
+            logits = self.classifier(x).masked_fill(observed[:, None], 0.0)  # (batch, C)
             with poutine.mask(mask=~observed):
                 guess = pyro.sample("y_unobserved", dist.Categorical(logits=logits),
                                     infer={"enumerate": "parallel"})  # (batch,) or (C, 1)
