@@ -315,8 +315,9 @@ def train_run(config: RunConfig, out_dir, *, overwrite: bool = False, callbacks=
     # Under torchrun: join the process group; rank 0 alone downloads first and writes out_dir.
     distributed.setup(resolve_device(config.train.device))
     main = distributed.is_main_process()
-    if main:  # everything that can be checked is, before anything in out_dir is replaced
-        check_out_dir(out_dir, overwrite)
+    # Everything that can be checked is, before anything in out_dir is replaced (on rank 0;
+    # its refusal is raised on every rank, so no process waits for a failed one).
+    distributed.on_main(lambda: check_out_dir(out_dir, overwrite))
     data = distributed.main_first(lambda: load_dataset(config.data))
     model = build_model(config, data)
     validate_training_data(model, data)
@@ -345,6 +346,8 @@ def resume_run(out_dir, epochs: int | None = None, *, device: str | None = None,
     """
     out_dir = Path(out_dir)
     config = read_config(out_dir)
+    # The process group is joined before the lock, so that rank 0 alone holds it.
+    distributed.setup(resolve_device(device if device is not None else config.train.device))
     with RunDirLock(out_dir) if distributed.is_main_process() else nullcontext():
         return _resume_locked(out_dir, config, epochs, device, detect_anomaly, callbacks, progress)
 
