@@ -287,7 +287,7 @@ def load_dataset(config: DataConfig | None = None) -> Dataset:
 
 
 #: Stream numbers of the per-split generators (see :func:`split_generator`).
-_SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2, "probe": 3, "labels": 4}
+_SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2, "probe": 3, "labels": 4, "preflight": 5}
 
 
 def keep_labels_per_class(y: np.ndarray | None, per_class: int, split_seed: int, name: str = "data") -> np.ndarray:
@@ -320,7 +320,8 @@ def keep_labels_per_class(y: np.ndarray | None, per_class: int, split_seed: int,
 def split_generator(split_seed: int, split: str) -> torch.Generator:
     """A CPU generator for the one-off draws of ``split``, a pure function of both arguments.
 
-    ``probe`` is the stream that binarizes the training images the latent probe encodes.
+    ``probe`` is the stream that binarizes the training images the latent probe encodes;
+    ``preflight`` the batch a run tries before its directory is replaced.
     """
     state = np.random.SeedSequence([split_seed, _SPLIT_STREAMS[split]]).generate_state(2)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))

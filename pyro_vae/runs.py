@@ -238,13 +238,14 @@ def _without_defaults(raw) -> dict:
     out = dict(raw)
     for key, cls in sections.items():
         if isinstance(raw.get(key), dict):
-            defaults = {f.name: _field_default(f) for f in dataclasses.fields(cls)}
+            defaults = {f.name: field_default(f) for f in dataclasses.fields(cls)}
             defaults = json.loads(json.dumps(defaults, default=str))  # tuples as lists, as stored
             out[key] = {k: v for k, v in raw[key].items() if k not in defaults or v != defaults[k]}
     return out
 
 
-def _field_default(f):
+def field_default(f: dataclasses.Field):
+    """A dataclass field's default value (its factory's product), None where it has none."""
     if f.default is not dataclasses.MISSING:
         return f.default
     if f.default_factory is not dataclasses.MISSING:
@@ -293,7 +294,7 @@ def _preflight(model, data, config: RunConfig) -> None:
     x = data.x_train[: config.train.batch_size].to(dtype=DTYPES[config.train.dtype])
     y = labels_for(model, None if data.y_train is None else data.y_train[: config.train.batch_size])
     if data.binarize == "dynamic":
-        x = torch.bernoulli(x, generator=split_generator(config.data.split_seed, "probe"))
+        x = torch.bernoulli(x, generator=split_generator(config.data.split_seed, "preflight"))
     objective = build_objective(config.train.objective, particles=config.train.particles,
                                 beta=config.train.beta, kl_warmup=config.train.kl_warmup)
     try:

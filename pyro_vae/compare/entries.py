@@ -26,6 +26,7 @@ from ..data import DataConfig
 from ..errors import check_choice
 from ..inference.config import TrainConfig
 from ..models import MODELS
+from ..runs import field_default
 
 #: Comparison entries beyond the registered model names: name -> (model, model options).
 ALIASES = {"ae": ("vae", {"guide": "delta"})}
@@ -130,7 +131,8 @@ def parse_entry(name: str | None, spec: str, extra=()) -> Entry:
         elif key in DATA_KEYS:
             target, default = entry.data_options, getattr(DataConfig(), key)
         else:
-            target, default = entry.model_options, _field_default(MODELS[model][0], key)
+            fields = {f.name: f for f in dataclasses.fields(MODELS[model][0])}
+            target, default = entry.model_options, field_default(fields[key])
         if key in target and key not in alias_options:
             raise ValueError(f"entry {name!r}: option {key!r} is given twice")
         target[key] = _parse_value(name, key, raw, default)
@@ -145,16 +147,6 @@ def check_unique(names, what: str) -> None:
             raise ValueError(f"{what} lists the entry name {name!r} twice; names label rows and run "
                              f"directories, so each must be unique (NAME=MODEL:... renames one)")
         seen.add(name)
-
-
-def _field_default(config_cls, key):
-    for f in dataclasses.fields(config_cls):
-        if f.name == key:
-            if f.default is not dataclasses.MISSING:
-                return f.default
-            if f.default_factory is not dataclasses.MISSING:
-                return f.default_factory()
-    return None
 
 
 def _parse_value(name: str, key: str, raw: str, default):

@@ -65,7 +65,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import check_choice, check_int_tuple, check_positive_float, check_positive_int
+from ..errors import check_choice, check_instance, check_int_tuple, check_positive_float, check_positive_int
 from .base import GenerativeModel, data_plate
 from .distributions import DiagonalNormal
 from .likelihoods import LIKELIHOODS, build_likelihood, check_likelihood_options
@@ -185,9 +185,7 @@ class HVAE(GenerativeModel):
     def __init__(self, data_dim: int, config: HVAEConfig | None = None, num_classes: int | None = None):
         super().__init__()
         config = HVAEConfig() if config is None else config
-        if not isinstance(config, HVAEConfig):
-            raise TypeError(f"config must be a HVAEConfig, got {type(config).__name__}; "
-                            f"build one with HVAEConfig(...)")
+        check_instance("config", config, HVAEConfig, "build one with HVAEConfig(...)")
         self.config = config
         self.data_dim = check_positive_int("data_dim", data_dim)
         self.num_classes = num_classes

@@ -60,7 +60,7 @@ from pyro import poutine
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import check_choice, check_int_tuple, check_positive_float, check_positive_int
+from ..errors import check_choice, check_instance, check_int_tuple, check_positive_float, check_positive_int
 from .base import GenerativeModel, data_plate
 from .distributions import DiagonalNormal
 from .likelihoods import LIKELIHOODS, build_likelihood, check_likelihood_options
@@ -161,9 +161,7 @@ class M2(GenerativeModel):
                 "model 'm2' learns from class labels but the data set has none (num_classes is "
                 "None); use a labelled data set (unlabelled rows may have y = -1)")
         config = M2Config() if config is None else config
-        if not isinstance(config, M2Config):
-            raise TypeError(f"config must be a M2Config, got {type(config).__name__}; "
-                            f"build one with M2Config(...)")
+        check_instance("config", config, M2Config, "build one with M2Config(...)")
         self.config = config
         self.data_dim = check_positive_int("data_dim", data_dim)
         self.num_classes = check_positive_int("num_classes", num_classes)

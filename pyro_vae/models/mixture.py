@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import check_choice, check_positive_float, check_positive_int
+from ..errors import check_choice, check_instance, check_positive_float, check_positive_int
 from .base import GenerativeModel, data_plate
 from .likelihoods import LIKELIHOODS, build_likelihood
 
@@ -96,9 +96,7 @@ class Mixture(GenerativeModel):
     def __init__(self, data_dim: int, config: MixtureConfig | None = None, num_classes: int | None = None):
         super().__init__()
         config = MixtureConfig() if config is None else config
-        if not isinstance(config, MixtureConfig):
-            raise TypeError(f"config must be a MixtureConfig, got {type(config).__name__}; "
-                            f"build one with MixtureConfig(...)")
+        check_instance("config", config, MixtureConfig, "build one with MixtureConfig(...)")
         self.config = config
         self.data_dim = check_positive_int("data_dim", data_dim)
         k = config.num_components

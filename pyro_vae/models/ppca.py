@@ -29,7 +29,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ..errors import check_choice, check_positive_int
+from ..errors import check_choice, check_instance, check_positive_int
 from .base import GenerativeModel, data_plate
 
 INITS = ("pca", "random")
@@ -83,9 +83,7 @@ class PPCA(GenerativeModel):
     def __init__(self, data_dim: int, config: PPCAConfig | None = None, num_classes: int | None = None):
         super().__init__()
         config = PPCAConfig() if config is None else config
-        if not isinstance(config, PPCAConfig):
-            raise TypeError(f"config must be a PPCAConfig, got {type(config).__name__}; "
-                            f"build one with PPCAConfig(...)")
+        check_instance("config", config, PPCAConfig, "build one with PPCAConfig(...)")
         self.config = config
         self.data_dim = check_positive_int("data_dim", data_dim)
         d = config.latent_dim

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import pyro
 import torch
 
-from ..errors import check_choice, check_int_tuple, check_positive_float, check_positive_int
+from ..errors import check_choice, check_instance, check_int_tuple, check_positive_float, check_positive_int
 from .base import GenerativeModel, data_plate
 from .guides import GUIDES
 from .likelihoods import LIKELIHOODS, build_likelihood, check_likelihood_options
@@ -92,9 +92,7 @@ class VAE(GenerativeModel):
     def __init__(self, data_dim: int, config: VAEConfig | None = None, num_classes: int | None = None):
         super().__init__()
         config = VAEConfig() if config is None else config
-        if not isinstance(config, VAEConfig):
-            raise TypeError(f"config must be a VAEConfig, got {type(config).__name__}; "
-                            f"build one with VAEConfig(...)")
+        check_instance("config", config, VAEConfig, "build one with VAEConfig(...)")
         self.config = config
         self.data_dim = check_positive_int("data_dim", data_dim)
         self.num_classes = num_classes
