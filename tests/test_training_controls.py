@@ -406,3 +406,16 @@ def test_resume_refuses_new_training_controls(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--epochs", "2", "--optimizer", "sgd", "--log", "csv"]) == 2
     assert "drop --optimizer, --log" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("content", [bytes(range(128, 256)), b"a,b\n1,2\n"], ids=["not-utf8", "foreign"])
+def test_resume_refuses_a_log_csv_it_did_not_write(tmp_path, capsys, content):
+    run = tmp_path / "run"
+    tiny = ["--latent-dim", "2", "--hidden-dims", "16", "--eval-samples", "2", "--no-progress"]
+    assert main(["train", "--out", str(run), "--epochs", "1", "--log", "csv", *tiny]) == 0
+    (run / "log.csv").write_bytes(content)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "log.csv' is not a training log pyro-vae wrote" in err
+    assert (run / "log.csv").read_bytes() == content

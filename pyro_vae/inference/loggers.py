@@ -190,13 +190,25 @@ class CSVLogger(Logger):
 
 
 def read_csv_log(path) -> tuple[list, list]:
-    """The header and the complete rows of a CSV log (a last line cut short by a kill is dropped)."""
-    text = Path(path).read_text(encoding="utf-8")
-    if text and not text.endswith("\n"):
-        text = text[:text.rfind("\n") + 1]
-    reader = csv.DictReader(io.StringIO(text))
-    rows = [row for row in reader if None not in row]  # None: a row longer than the header
-    return list(reader.fieldnames or []), rows
+    """The header and the complete rows of a CSV log (a last line cut short by a kill is dropped).
+
+    A file that is not such a log (not UTF-8, not CSV, a header not starting with ``epoch``) is
+    a ``ValueError`` naming it: resume appends to the log, so it must not merge a foreign file.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        if text and not text.endswith("\n"):
+            text = text[:text.rfind("\n") + 1]
+        reader = csv.DictReader(io.StringIO(text))
+        rows = [row for row in reader if None not in row]  # None: a row longer than the header
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{str(path)!r} is not a training log pyro-vae wrote ({err}); move it "
+                         f"away to resume with --log csv") from err
+    fields = list(reader.fieldnames or [])
+    if fields and fields[0] != "epoch":
+        raise ValueError(f"{str(path)!r} is not a training log pyro-vae wrote (its header starts "
+                         f"with {fields[0]!r}, not 'epoch'); move it away to resume with --log csv")
+    return fields, rows
 
 
 def _epoch_of(row: dict) -> int | None:
