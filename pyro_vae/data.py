@@ -99,6 +99,74 @@ class DataConfig:
         if self.labels_per_class is not None:
             check_positive_int("labels_per_class", self.labels_per_class)
 
+    def resolved(self) -> DataConfig:
+        """A copy whose file paths are absolute, so a run keeps finding its data from anywhere.
+
+        ``data_dir`` becomes absolute; a relative ``npz:PATH`` (or ``folder:PATH``) becomes
+        the absolute path of the file it names now (looked up from the working directory,
+        then in ``data_dir``, as :func:`load_dataset` does).
+        """
+        from pathlib import Path  # noqa: PLC0415
+
+        data_dir = None if self.data_dir is None else str(Path(self.data_dir).expanduser().absolute())
+        name = self.name
+        kind, sep, text = name.partition(":")
+        if sep and text:
+            path = Path(text).expanduser()
+            if not path.is_absolute():
+                in_dir = None if data_dir is None else Path(data_dir) / path
+                path = in_dir if in_dir is not None and not path.exists() and in_dir.exists() else path.absolute()
+            name = f"{kind}:{path}"
+        return dataclasses.replace(self, name=name, data_dir=data_dir)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model needs to know of its data, without the data: shapes and classes.
+
+    A run directory stores it (config.json ``data_spec``), so a trained model can be rebuilt,
+    sampled and plotted after its training data is gone.
+
+    Example
+    -------
+    >>> spec = DataSpec(data_dim=64, image_shape=(1, 8, 8), num_classes=10)
+    >>> DataSpec.from_dict(spec.to_dict()) == spec
+    True
+    """
+
+    data_dim: int
+    image_shape: tuple[int, int, int]  # (C, H, W), C * H * W == data_dim
+    num_classes: int | None = None
+
+    def __post_init__(self):
+        check_positive_int("data_dim", self.data_dim)
+        shape = tuple(self.image_shape) if isinstance(self.image_shape, (tuple, list)) else None
+        if shape is None or len(shape) != 3 or not all(
+                isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+            raise ValueError(f"image_shape must be three positive ints (C, H, W), got {self.image_shape!r}")
+        if shape[0] * shape[1] * shape[2] != self.data_dim:
+            raise ValueError(f"image_shape {shape} holds {shape[0] * shape[1] * shape[2]} values, "
+                             f"not data_dim {self.data_dim}")
+        object.__setattr__(self, "image_shape", shape)
+        if self.num_classes is not None:
+            check_positive_int("num_classes", self.num_classes)
+
+    @classmethod
+    def from_dataset(cls, data: Dataset) -> DataSpec:
+        return cls(data_dim=data.data_dim, image_shape=tuple(data.image_shape), num_classes=data.num_classes)
+
+    def to_dict(self) -> dict:
+        return {"data_dim": self.data_dim, "image_shape": list(self.image_shape),
+                "num_classes": self.num_classes}
+
+    @classmethod
+    def from_dict(cls, raw) -> DataSpec:
+        """Rebuild from :meth:`to_dict`'s output; ``ValueError`` for anything else."""
+        if not isinstance(raw, dict) or set(raw) != {"data_dim", "image_shape", "num_classes"}:
+            raise ValueError(f"data_spec must be an object with keys data_dim, image_shape, "
+                             f"num_classes, got {raw!r}")
+        return cls(data_dim=raw["data_dim"], image_shape=raw["image_shape"], num_classes=raw["num_classes"])
+
 
 @dataclass
 class RawData:
@@ -143,6 +211,11 @@ class Dataset:
     @property
     def data_dim(self) -> int:
         return self.x_train.shape[1]
+
+    @property
+    def spec(self) -> DataSpec:
+        """Shapes and classes of this data set (:class:`DataSpec`)."""
+        return DataSpec.from_dataset(self)
 
     @property
     def binary(self) -> bool:
