@@ -37,9 +37,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from .errors import check_choice, check_positive_int  # noqa: E402
-from .inference.evaluate import ACTIVE_UNIT_THRESHOLD, kl_to_standard_normal  # noqa: E402
-from .models.base import labels_for  # noqa: E402
+from ..errors import check_choice, check_positive_int  # noqa: E402
+from ..inference.evaluate import ACTIVE_UNIT_THRESHOLD, kl_to_standard_normal  # noqa: E402
+from ..models.base import labels_for  # noqa: E402
 
 #: Resolution of every PNG written here (pixels per inch).
 DPI = 100
@@ -88,7 +88,7 @@ ACTIVE_THRESHOLD = ACTIVE_UNIT_THRESHOLD
 
 def _overrides(model, name: str) -> bool:
     """Whether ``model`` defines ``name`` beyond the base class's NotImplementedError stub."""
-    from .models.base import GenerativeModel  # noqa: PLC0415
+    from ..models.base import GenerativeModel  # noqa: PLC0415
 
     method = getattr(type(model), name, None)
     return callable(method) and method is not getattr(GenerativeModel, name, None)
@@ -336,7 +336,7 @@ def kl_per_dimension(model, x, y=None) -> dict:
     (``standard_prior`` says which case holds). ``activity[d]`` is the variance over ``x`` of
     the encoder mean, ``active = activity > ACTIVE_THRESHOLD`` (Burda et al., 2015).
     """
-    from .models.priors import StandardNormalPrior  # noqa: PLC0415
+    from ..models.priors import StandardNormalPrior  # noqa: PLC0415
 
     if not has_posterior_scale(model):
         raise ValueError(f"{type(model).__name__} has no Normal posterior q(z | x) to take a KL of")
