@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import atomic_write_bytes, atomic_write_text
-from .datasets_files import read_npz_arrays
+from .data.npz import read_npz_arrays
 from .jsonio import Finite, ListOf, NotRequired, Optional, check_schema, dumps_finite, read_json_file
 from .rundir_lock import LOCK_FILE
 

@@ -43,7 +43,8 @@ from pyro_vae.checkpoint import (
     validate_train_state,
 )
 from pyro_vae.data import DataConfig, load_dataset
-from pyro_vae.datasets_files import MAX_CLASSES, load_npz, read_idx
+from pyro_vae.data.idx import read_idx
+from pyro_vae.data.npz import MAX_CLASSES, load_npz
 from pyro_vae.inference.train import TrainState
 from tests.test_data_sources import write_idx
 

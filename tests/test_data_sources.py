@@ -12,10 +12,10 @@ import pytest
 import scipy.io
 import torch
 
-from pyro_vae import datasets_files
 from pyro_vae.cli import main
 from pyro_vae.data import DataConfig, load_dataset
-from pyro_vae.datasets_files import read_idx
+from pyro_vae.data import idx as idx_source
+from pyro_vae.data.idx import read_idx
 
 IDX_CODES = {np.dtype("u1"): 0x08, np.dtype("i1"): 0x09, np.dtype(">i2"): 0x0B, np.dtype(">i4"): 0x0C,
              np.dtype(">f4"): 0x0D, np.dtype(">f8"): 0x0E}
@@ -161,8 +161,8 @@ def test_missing_mnist_says_where_it_looked_and_how_to_get_it(tmp_path):
 
 def test_missing_fashion_mnist_names_the_apt_package(tmp_path, monkeypatch):
     nowhere = tmp_path / "system"
-    monkeypatch.setattr(datasets_files, "FASHION_MNIST",
-                        dataclasses.replace(datasets_files.FASHION_MNIST, system_dirs=(str(nowhere),)))
+    monkeypatch.setattr(idx_source, "FASHION_MNIST",
+                        dataclasses.replace(idx_source.FASHION_MNIST, system_dirs=(str(nowhere),)))
     with pytest.raises(ValueError, match=rf"Fashion-MNIST not found.* in {tmp_path}, {tmp_path}/FashionMNIST/raw, "
                                          rf"{nowhere} .*apt-get install dataset-fashion-mnist"):
         load_dataset(DataConfig(name="fashion-mnist", data_dir=str(tmp_path)))
@@ -211,8 +211,8 @@ def fake_torchvision(monkeypatch):
 
 @pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
 def test_download_goes_through_torchvision_into_the_data_dir(tmp_path, fake_torchvision, monkeypatch, name, folder):
-    monkeypatch.setattr(datasets_files, "FASHION_MNIST",  # hide this machine's system copy
-                        dataclasses.replace(datasets_files.FASHION_MNIST, system_dirs=()))
+    monkeypatch.setattr(idx_source, "FASHION_MNIST",  # hide this machine's system copy
+                        dataclasses.replace(idx_source.FASHION_MNIST, system_dirs=()))
     data = load_dataset(DataConfig(name=name, data_dir=str(tmp_path), download=True, binarize="none"))
     assert fake_torchvision.calls == [(folder, str(tmp_path), False, True)]
     assert data.x_test.shape == (5, 12)
@@ -407,7 +407,7 @@ def test_subset_and_splits_hold_only_their_own_rows(tmp_path):
 
 
 def test_integer_sources_outside_their_grey_levels_are_refused():
-    from pyro_vae.data import RawData, _validate_raw  # noqa: PLC0415
+    from pyro_vae.data.dataset import RawData, _validate_raw  # noqa: PLC0415
 
     raw = RawData(x=np.array([[0, 3, 17]], dtype=np.uint16), y=None, image_shape=(1, 1, 3),
                   pixel_max=16)

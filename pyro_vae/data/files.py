@@ -1,0 +1,42 @@
+"""What the file sources share: where they look, and reading a file's bytes in one checked step."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import DataConfig
+
+
+def default_data_root() -> Path:
+    """Where file-based sources look (and download) when no ``data_dir`` is given."""
+    return Path.home() / ".cache" / "pyro-vae"
+
+
+def data_roots(config: DataConfig) -> list[Path]:
+    return [Path(config.data_dir).expanduser()] if config.data_dir else [default_data_root()]
+
+
+def unique_paths(paths):
+    seen, out = set(), []
+    for p in paths:
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
+
+def read_file_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped when it starts with the gzip magic (whatever its name)."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:  # a directory, no permission, an I/O error
+        raise ValueError(f"{path}: cannot be read ({err.strerror or err})") from err
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as err:
+            raise ValueError(f"{path}: corrupt gzip file ({err}); delete it and fetch it again") from err
+    return data
