@@ -3,7 +3,10 @@
 A run directory holds
 
 - ``config.json``: every setting needed to rebuild the model and resume (plus library
-  versions), plain JSON: nothing in it is executed;
+  versions), plain JSON: nothing in it is executed. Its data settings hold absolute paths,
+  ``data_spec`` the data's shapes and classes (so the model is rebuilt without the data:
+  ``load_run(run_dir, data=False)``) and ``data_fingerprint`` the SHA-256 of the data as
+  loaded (:func:`data_fingerprint`): a run whose data changed is not resumed or evaluated;
 - ``checkpoint.pt``: model and optimizer state, epoch, step, RNG states, written atomically
   after every epoch;
 - ``best.pt`` (with a validation split): the parameters of the epoch with the best
@@ -33,7 +36,9 @@ Example
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import re
 import platform
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -44,7 +49,7 @@ import torch
 
 from . import __version__
 from .checkpoint import load_checkpoint, save_checkpoint, validate_train_state
-from .data import DataConfig, Dataset, load_dataset, split_generator
+from .data import DataConfig, Dataset, DataSpec, load_dataset, split_generator
 from .errors import allocation_message, check_choice, check_instance, check_positive_int, is_allocation_error
 from .inference import distributed
 from .inference.config import DTYPES, TrainConfig, resolve_device, stored_device, training_curve_key
@@ -210,13 +215,79 @@ def _versions() -> dict:
             "python": platform.python_version()}
 
 
-def _config_record(config: RunConfig) -> dict:
-    """config.json: the settings, the plug-ins whose names they use, the library versions."""
+def _config_record(config: RunConfig, data_record: dict) -> dict:
+    """config.json: the settings, the data's spec and fingerprint (``data_record``, see
+    :func:`_data_record`), the plug-ins whose names they use, the library versions."""
     model_config = config.model_config
     names = {"model": config.model, "prior": model_config.get("prior"),
              "likelihood": model_config.get("likelihood"), "guide": model_config.get("guide"),
              "objective": config.train.objective, "dataset": config.data.name}
-    return {**config.to_dict(), "plugins": plugins_used(names), "versions": _versions()}
+    return {**config.to_dict(), **data_record, "plugins": plugins_used(names), "versions": _versions()}
+
+
+#: Format version of :func:`data_fingerprint` (part of what is hashed).
+_FINGERPRINT_TAG = b"pyro-vae data v1;"
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+def data_fingerprint(data: Dataset) -> str:
+    """SHA-256 (hex) of a data set as loaded: its spec and every split's images and labels.
+
+    Covers the shapes and classes (:class:`~pyro_vae.data.DataSpec`) and, for the ``train``,
+    ``val`` and ``test`` splits in turn, the values of ``x`` as float64 (the training split
+    as stored: grey levels under dynamic binarization, the one-off draw under static) and the
+    labels ``y`` as int64 (unlabelled rows ``-1``), with their shapes. So it is a pure function
+    of the data definition (source file, split, subset, binarization seed, kept labels),
+    the same on any device and in any floating dtype; a data file changed under a run gives
+    another. Hashed in slices of rows, so no float64 copy of a whole split is made.
+
+    Example
+    -------
+    >>> from pyro_vae.data import DataConfig, load_dataset
+    >>> data = load_dataset(DataConfig(name="digits"))
+    >>> data_fingerprint(data) == data_fingerprint(data.to(dtype=torch.float64))
+    True
+    """
+    digest = hashlib.sha256(_FINGERPRINT_TAG)
+    spec = data.spec
+    digest.update(json.dumps(spec.to_dict(), sort_keys=True).encode())
+    for split in ("train", "val", "test"):
+        x, y = data.split(split)
+        x = x.detach().reshape(x.shape[0], spec.data_dim)  # flat rows, whatever the layout held
+        digest.update(f"{split};x{tuple(x.shape)};".encode())
+        rows = max(1, 2**20 // max(1, x.shape[1]))  # about 8 MB of float64 at a time
+        for start in range(0, x.shape[0], rows):
+            chunk = x[start:start + rows].to(device="cpu", dtype=torch.float64).contiguous()
+            digest.update(chunk.numpy().tobytes())
+        if y is not None:
+            labels = y.detach().to(device="cpu", dtype=torch.int64).contiguous()
+            digest.update(f"y{tuple(labels.shape)};".encode())
+            digest.update(labels.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _data_record(data: Dataset, fingerprint_: str | None = None) -> dict:
+    """What config.json records of the data: ``data_spec`` and ``data_fingerprint`` (computed
+    unless ``fingerprint_``, already checked against ``data``, is given)."""
+    return {"data_spec": data.spec.to_dict(), "data_fingerprint": fingerprint_ or data_fingerprint(data)}
+
+
+def _check_data(run_dir: Path, config: RunConfig, data: Dataset, record: dict) -> Dataset:
+    """``data``, or ``ValueError`` if it is not the data the run recorded (its fingerprint)."""
+    recorded = record.get("data_fingerprint")
+    if recorded is not None:
+        now = data_fingerprint(data)
+        if now != recorded:
+            raise ValueError(
+                f"the data of run {str(run_dir)!r} changed: data set {config.data.name!r} now has "
+                f"fingerprint {now}, but the run was trained on {recorded}; restore the data it "
+                f"was trained on, or train a new run")
+    return data
+
+
+def _load_run_data(run_dir: Path, config: RunConfig, record: dict) -> Dataset:
+    """The run's data set (CPU, as loaded), checked against its recorded fingerprint."""
+    return _check_data(run_dir, config, load_dataset(config.data), record)
 
 
 def _checkpoint_config(config: RunConfig) -> dict:
@@ -313,6 +384,8 @@ def _preflight(model, data, config: RunConfig) -> None:
 def train_run(config: RunConfig, out_dir, *, overwrite: bool = False, callbacks=()) -> dict:
     """Train ``config`` into ``out_dir`` and return its metrics (also written to metrics.json)."""
     out_dir = Path(out_dir)
+    # Absolute data paths: the run finds its data from any working directory.
+    config = dataclasses.replace(config, data=config.data.resolved())
     # Under torchrun: join the process group; rank 0 alone downloads first and writes out_dir.
     distributed.setup(resolve_device(config.train.device))
     main = distributed.is_main_process()
@@ -320,13 +393,14 @@ def train_run(config: RunConfig, out_dir, *, overwrite: bool = False, callbacks=
     # its refusal is raised on every rank, so no process waits for a failed one).
     distributed.on_main(lambda: check_out_dir(out_dir, overwrite))
     data = distributed.main_first(lambda: load_dataset(config.data))
+    data_record = distributed.on_main(lambda: _data_record(data))  # hashed before training
     model = build_model(config, data)
     validate_training_data(model, data)
     _preflight(model, data, config)
 
     def prepare():
         prepare_out_dir(out_dir, overwrite)  # checks again, now under the lock
-        write_config(out_dir, _config_record(config))
+        write_config(out_dir, _config_record(config, data_record))
 
     # Rank 0 holds the directory's lock while it writes (released if the process dies).
     with RunDirLock(out_dir, create=True) if main else nullcontext():
@@ -346,14 +420,14 @@ def resume_run(out_dir, epochs: int | None = None, *, device: str | None = None,
     ``device``, ``detect_anomaly`` and ``progress`` apply to this call (None: as stored).
     """
     out_dir = Path(out_dir)
-    config = read_config(out_dir)
+    config, record = read_run_config(out_dir)
     # The process group is joined before the lock, so that rank 0 alone holds it.
     distributed.setup(resolve_device(device if device is not None else config.train.device))
     with RunDirLock(out_dir) if distributed.is_main_process() else nullcontext():
-        return _resume_locked(out_dir, config, epochs, device, detect_anomaly, callbacks, progress)
+        return _resume_locked(out_dir, config, record, epochs, device, detect_anomaly, callbacks, progress)
 
 
-def _resume_locked(out_dir, config, epochs, device, detect_anomaly, callbacks, progress=None) -> dict:
+def _resume_locked(out_dir, config, record, epochs, device, detect_anomaly, callbacks, progress=None) -> dict:
     if not (out_dir / CHECKPOINT_FILE).exists():
         raise ValueError(
             f"run directory {str(out_dir)!r} has no checkpoint yet (it stopped before its first "
@@ -386,11 +460,13 @@ def _resume_locked(out_dir, config, epochs, device, detect_anomaly, callbacks, p
             f"got {config.train.epochs}"
         )
     distributed.setup(resolve_device(config.train.device))  # under torchrun: every rank resumes
-    data = distributed.main_first(lambda: load_dataset(config.data))
+    data = distributed.main_first(lambda: _load_run_data(out_dir, config, record))
     model = build_model(config, data, init=False)
     _restore_model(model, checkpoint, out_dir)
-    # Rank 0 rewrites config.json once every rank has read it (on_main waits for all first).
-    distributed.on_main(lambda: write_config(out_dir, _config_record(config)))
+    # Rank 0 rewrites config.json once every rank has read it (on_main waits for all first);
+    # a run of an older version gains its data's spec and fingerprint from now on.
+    data_record = _data_record(data, record.get("data_fingerprint"))
+    distributed.on_main(lambda: write_config(out_dir, _config_record(config, data_record)))
     return _train_and_finish(config, out_dir, data, model, checkpoint["train_state"], callbacks)
 
 
@@ -488,12 +564,28 @@ def _evaluate(model, data, config, num_samples) -> tuple[dict, dict]:
 
 def read_config(run_dir) -> RunConfig:
     """Read and validate ``run_dir/config.json``."""
+    return read_run_config(run_dir)[0]
+
+
+def read_run_config(run_dir) -> tuple[RunConfig, dict]:
+    """``run_dir/config.json`` validated: the :class:`RunConfig` and what it records of the data.
+
+    The second item is ``{"data_spec": DataSpec or None, "data_fingerprint": str or None}``
+    (None for runs written before these were recorded). Anything the writer does not produce
+    is a ``ValueError`` naming the file and the field.
+    """
     path = Path(run_dir) / CONFIG_FILE
     raw = read_config_json(run_dir)
     # Before the names are checked: the plug-ins that registered them (never an unknown file).
     load_recorded_plugins(raw.pop("plugins", []), where=f"run {str(run_dir)!r}")
+    spec, fingerprint_ = raw.pop("data_spec", None), raw.pop("data_fingerprint", None)
     try:
-        return RunConfig.from_dict(raw)
+        if spec is not None:
+            spec = DataSpec.from_dict(spec)
+        if fingerprint_ is not None and not (isinstance(fingerprint_, str) and _SHA256.match(fingerprint_)):
+            raise ValueError(f"field data_fingerprint must be 64 lowercase hex digits (a SHA-256), "
+                             f"got {fingerprint_!r}")
+        return RunConfig.from_dict(raw), {"data_spec": spec, "data_fingerprint": fingerprint_}
     except (ValueError, TypeError) as err:
         if str(path) in str(err):
             raise
@@ -572,25 +664,47 @@ def _restore_model(model, checkpoint: dict, run_dir: Path) -> None:
 
 @dataclass
 class LoadedRun:
-    """A trained run brought back into memory (model in eval mode, data on its device)."""
+    """A trained run brought back into memory (model in eval mode, data on its device).
+
+    ``spec`` holds the data's shapes and classes; ``data`` is None when the run was loaded
+    without its data (``load_run(..., data=False)``).
+    """
 
     config: RunConfig
     model: torch.nn.Module
-    data: Dataset
+    data: Dataset | None
     directory: Path
+    spec: DataSpec
 
     def metrics(self) -> dict:
         return read_metrics(self.directory)
 
 
-def load_run(run_dir, device: str | None = None) -> LoadedRun:
+def load_run(run_dir, device: str | None = None, *, data: bool = True) -> LoadedRun:
     """Rebuild the model of ``run_dir`` from its config and checkpoint, on ``device``.
 
     The parameters are those the run was scored with: ``best.pt`` (the best validation
     epoch) where the run has one, else the last checkpoint.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A run directory written by :func:`train_run`.
+    device : str or None
+        ``cpu``, ``cuda`` or ``cuda:N``; None: the device the run was trained on, where present.
+    data : bool
+        Load the run's data too (on ``device``, checked against the fingerprint the run
+        recorded: ``ValueError`` if it changed). False builds the model from the recorded
+        ``data_spec`` alone, for what needs no data (sampling, exports); ``run.data`` is then
+        None. Runs written before the spec was recorded load their data to learn it.
+
+    Example
+    -------
+    >>> run = load_run("runs/vae", data=False)        # doctest: +SKIP
+    >>> images = run.model.sample(16).reshape(16, *run.spec.image_shape)  # doctest: +SKIP
     """
     run_dir = Path(run_dir)
-    config = read_config(run_dir)
+    config, record = read_run_config(run_dir)
     target = resolve_device(device) if device is not None else stored_device(config.train.device)
     metrics = read_metrics(run_dir)
     if (run_dir / BEST_FILE).exists() or metrics.get("best_epoch") is not None:
@@ -604,12 +718,13 @@ def load_run(run_dir, device: str | None = None) -> LoadedRun:
             f"run {str(run_dir)!r}: its weights are from epoch {epoch} but metrics.json records "
             f"{what} {recorded}: the files belong to different runs (or a resume did not finish: "
             f"`pyro-vae train --resume {run_dir}` completes it)")
-    data = load_dataset(config.data)
-    model = build_model(config, data, init=False)
+    dataset = _load_run_data(run_dir, config, record) if data or record["data_spec"] is None else None
+    spec = record["data_spec"] or dataset.spec
+    model = build_model(config, spec, init=False)  # a spec carries what a model is built from
     _restore_model(model, checkpoint, run_dir)
     model.to(device=target).eval()
-    data = data.to(device=target, dtype=model.dtype)
-    return LoadedRun(config=config, model=model, data=data, directory=run_dir)
+    dataset = dataset.to(device=target, dtype=model.dtype) if data else None
+    return LoadedRun(config=config, model=model, data=dataset, directory=run_dir, spec=spec)
 
 
 def evaluate_run(run_dir, num_samples: int | None = None, device: str | None = None) -> dict:
