@@ -94,6 +94,9 @@ VALID = {
     "clip_grad": st.none() | st.floats(0.1, 10.0), "log": st.just(()),
     **{k: st.none() for k in ("momentum", "lr_min", "lr_step_epochs", "lr_gamma", "lr_patience")},
     "levels": st.integers(1, 3), "latent_dims": st.just(()),
+    "image_size": st.none(), "channels": st.none(),  # folder: data sets only
+    "arch": st.sampled_from(["mlp", "conv"]),
+    "conv_channels": st.lists(POSITIVE, min_size=1, max_size=3).map(tuple),
 }
 CONFIG_CLASSES = [TrainConfig, DataConfig] + sorted({cls for cls, _ in MODELS.values()},
                                                       key=lambda c: c.__name__)
