@@ -95,6 +95,7 @@ VALID = {
     **{k: st.none() for k in ("momentum", "lr_min", "lr_step_epochs", "lr_gamma", "lr_patience")},
     "levels": st.integers(1, 3), "latent_dims": st.just(()),
     "image_size": st.none(), "channels": st.none(),  # folder: data sets only
+    "data_dir": st.none() | st.just("data"), "labels_per_class": st.none(),
     "arch": st.sampled_from(["mlp", "conv"]),
     "conv_channels": st.lists(POSITIVE, min_size=1, max_size=3).map(tuple),
 }
