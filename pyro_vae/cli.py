@@ -310,28 +310,41 @@ def _check_out_file(path: str) -> None:
 
 
 def _run_sample(args) -> str:
-    import pyro  # noqa: PLC0415
-    import torch  # noqa: PLC0415
+    """A figure (.png, .pdf, .svg; replaced as before) or the samples themselves (.npy, .npz,
+    .pt; an existing file only with --overwrite), from the model alone: no data is loaded."""
+    from pathlib import Path  # noqa: PLC0415
 
-    from .plots import plot_samples  # noqa: PLC0415
+    import pyro  # noqa: PLC0415
+
+    from .exports import FIGURE_FORMATS, SAMPLE_FORMATS, check_out_file, sample_labels, sample_run, write_samples  # noqa: PLC0415
     from .runs import load_run  # noqa: PLC0415
 
     check_positive_int("--n", args.n)
-    _check_out_file(args.out)
-    run = load_run(args.run_dir, args.device)
-    labels = None
-    if args.label is not None:
-        classes = run.data.num_classes
-        if not (run.model.needs_labels or getattr(run.model, "sums_out_labels", False)):
-            raise ValueError(f"--label applies to label-conditioned models (and m2); model "
-                             f"{run.config.model!r} is not one")
-        if not 0 <= args.label < classes:
-            raise ValueError(f"label must be in [0, {classes - 1}], got {args.label}")
-        labels = torch.full((args.n,), args.label, dtype=torch.long, device=run.model.device)
-    elif run.model.needs_labels:
-        labels = torch.arange(args.n, device=run.model.device) % run.data.num_classes
+    figure = Path(args.out).suffix.lower() in FIGURE_FORMATS
+    check_out_file(args.out, FIGURE_FORMATS + SAMPLE_FORMATS, overwrite=args.overwrite or figure)
+    if figure and args.draw is not None:
+        raise UsageError(f"--{args.draw} applies to raw samples ({', '.join(SAMPLE_FORMATS)}); a figure "
+                         f"({', '.join(FIGURE_FORMATS)}) shows decoder means beside pixel samples")
+    run = load_run(args.run_dir, args.device, data=False)
+    if not figure:
+        x, y = sample_run(run, args.n, label=args.label, mean=args.draw != "pixels", seed=args.seed)
+        return str(write_samples(args.out, x, y, overwrite=args.overwrite))
+    from .plots import plot_samples  # noqa: PLC0415
+
+    labels = sample_labels(run, args.n, args.label)
     pyro.set_rng_seed(args.seed)
-    return str(plot_samples(run.model, run.data.image_shape, args.out, n=args.n, y=labels))
+    return str(plot_samples(run.model, run.spec.image_shape, args.out, n=args.n, y=labels))
+
+
+def _run_encode(args) -> str:
+    from .exports import CODE_FORMATS, check_out_file, encode_run, write_codes  # noqa: PLC0415
+
+    check_out_file(args.out, CODE_FORMATS, overwrite=args.overwrite)  # before the work
+    if args.batch_size is not None:
+        check_positive_int("--batch-size", args.batch_size)
+    codes = encode_run(args.run_dir, args.split, device=args.device,
+                       batch_size=args.batch_size if args.batch_size is not None else 1000)
+    return str(write_codes(args.out, codes, overwrite=args.overwrite))
 
 
 def _run_plot(args) -> str:
@@ -347,7 +360,8 @@ def _run_plot(args) -> str:
             check_non_negative_int("--" + flag.replace("_", "-"), getattr(args, flag))
     if args.out is not None:
         _check_out_file(args.out)
-    run = load_run(args.run_dir, args.device)
+    # Figures drawn from the model alone load no data (they read run.spec).
+    run = load_run(args.run_dir, args.device, data=args.kind not in FIGURES_WITHOUT_DATA)
     other = load_run(args.compare, args.device) if args.compare else None
     # Only the options given are passed on, so one that does not fit the kind is refused by name.
     options = _set({}, method=args.method, from_label=args.from_label, to_label=args.to_label,
@@ -367,6 +381,8 @@ def _run_report(args) -> str:
 # import matplotlib (tests check the two lists agree).
 FIGURE_KINDS = ("curves", "reconstructions", "samples", "manifold", "latent", "interpolation",
                 "arithmetic", "classes", "analogies", "components", "pca", "kl")
+#: The kinds drawn from the model alone: `plot` loads no data for them.
+FIGURES_WITHOUT_DATA = ("samples", "manifold", "interpolation", "components", "pca")
 
 
 def _add_figure_parsers(sub) -> None:
@@ -426,12 +442,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--samples", type=int, help="importance samples for log p(x) (default: the run's)")
     p.add_argument("--device")
-    p = sub.add_parser("sample", help="draw a grid of samples from a trained run")
+    p = sub.add_parser("sample", help="draw samples from a trained run: a figure or the arrays (no data needed)")
     p.add_argument("run_dir")
     p.add_argument("--n", type=int, default=64)
-    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--out", required=True,
+                   help="a figure (.png, .pdf, .svg) or the samples, (N, C, H, W) float32: .npy, .npz "
+                        "(x, and y where labels were used) or .pt (a plain tensor)")
+    draw = p.add_mutually_exclusive_group()
+    draw.add_argument("--mean", dest="draw", action="store_const", const="mean",
+                      help="raw samples are the decoder's mean images (default)")
+    draw.add_argument("--pixels", dest="draw", action="store_const", const="pixels",
+                      help="raw samples are pixel draws from the likelihood")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing .npy/.npz/.pt --out")
     p.add_argument("--label", type=int, help="class to generate (conditional models)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device")
+    p = sub.add_parser("encode", help="write the latent codes of a split of a run's data (.npz)")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True,
+                   help=".npz to write: z_loc (posterior means), z_scale (diagonal posteriors), y (labels)")
+    p.add_argument("--split", default="test", help="test (default), train or val")
+    p.add_argument("--batch-size", type=int, help="examples per forward pass (default: 1000)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--device")
     _add_figure_parsers(sub)
     for command in sub.choices.values():
@@ -479,6 +511,8 @@ def main(argv=None) -> int:
             print(json.dumps(_run_evaluate(args), indent=2))
         elif args.command == "sample":
             print(_run_sample(args))
+        elif args.command == "encode":
+            print(_run_encode(args))
         elif args.command == "plot":
             print(_run_plot(args))
         elif args.command == "report":
