@@ -173,7 +173,9 @@ def _spy_decode(monkeypatch):
         calls.append((z.clone(), None if y is None else y.clone()))
         return real(model, z, y)
 
-    monkeypatch.setattr(plots, "decode_mean", spy)
+    # Drawers decode through the compute module or their own import of it: spy on both.
+    monkeypatch.setattr(plots.compute, "decode_mean", spy)
+    monkeypatch.setattr(plots.images, "decode_mean", spy)
     return calls
 
 
@@ -285,12 +287,12 @@ def test_principal_directions_are_orthonormal_and_rebuild_the_loadings(trained):
 def test_components_show_every_component(trained, tmp_path, monkeypatch):
     run = trained("mixture")
     shown = []
-    real = plots._cells
+    real = plots.families.cells
     def spy(fig, images, titles, *args, **kwargs):
         shown.extend(titles)
         return real(fig, images, titles, *args, **kwargs)
 
-    monkeypatch.setattr(plots, "_cells", spy)
+    monkeypatch.setattr(plots.families, "cells", spy)
     plot_run(run, "components", tmp_path / "c.png")
     weights = run.model.weights.detach()
     order = torch.argsort(weights, descending=True).tolist()
@@ -415,7 +417,7 @@ def test_a_failing_figure_warns_and_the_others_are_written(digits, tmp_path, mon
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(plots, "plot_kl", broken)
+    monkeypatch.setattr(plots.latent, "plot_kl", broken)
     with pytest.warns(UserWarning, match="figure 'kl' was not written: RuntimeError: boom"):
         written = plots.write_run_figures(model, digits, [{"epoch": 1, "train_elbo": -40.0}], tmp_path)
     assert sorted(p.stem for p in written) == sorted(k for k in EXPECTED_KINDS["vae"] if k != "kl")
