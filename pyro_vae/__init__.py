@@ -22,6 +22,7 @@ from .inference import (  # noqa: E402
     log_importance_weights,
     log_likelihood,
 )
+from .model_io import load_model  # noqa: E402
 from .models import (  # noqa: E402
     CVAE,
     HVAE,
@@ -42,7 +43,7 @@ __all__ = [
     "CVAE", "HVAE", "HVAEConfig", "Mixture", "MixtureConfig", "PPCA", "PPCAConfig",
     "Callback", "DataConfig", "Dataset", "FitResult", "GenerativeModel", "MODELS", "RunConfig",
     "TrainConfig", "VAE", "VAEConfig", "__version__", "elbo", "evaluate", "evaluate_run", "fit",
-    "load_dataset", "load_plugin", "load_run", "log_importance_weights", "log_likelihood", "register",
+    "load_dataset", "load_model", "load_plugin", "load_run", "log_importance_weights", "log_likelihood", "register",
     "resume_run",
     "train_run",
 ]

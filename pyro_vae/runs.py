@@ -196,7 +196,8 @@ def build_model(config: RunConfig, data: Dataset, *, init: bool = True):
     pyro.set_rng_seed(config.train.seed)
     model_config = config.model_config_object()
     try:
-        model = model_cls(data.data_dim, model_config, num_classes=data.num_classes)
+        model = model_cls(data.data_dim, model_config, num_classes=data.num_classes,
+                          image_shape=tuple(data.image_shape))
         model.to(dtype=DTYPES[config.train.dtype])
     except (RuntimeError, MemoryError) as err:
         if not is_allocation_error(err):

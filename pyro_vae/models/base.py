@@ -13,11 +13,17 @@ Conventions every model follows (the evaluation module relies on them):
   (:func:`data_plate`),
   and nothing else in the model depends on the batch size, so the evaluation can add a
   plate of importance samples to the left and score K samples per example at once;
-- tensors take their device and dtype from inputs, parameters or buffers.
+- tensors take their device and dtype from inputs, parameters or buffers;
+- the public helpers (:data:`INPUT_METHODS`: ``encode``, ``decode``, ``sample`` ...) accept
+  inputs on any device and in any floating dtype: :class:`GenerativeModel` moves them to the
+  model's device, and casts floating ones to its dtype, before the helper runs (labels keep
+  their integer dtype);
+- a model is built as ``cls(data_dim, config, num_classes=None, image_shape=None)``.
 """
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 
@@ -44,6 +50,42 @@ def data_plate(x: torch.Tensor):
     return pyro.plate("data", x.shape[0], device=x.device)
 
 
+#: Public helpers whose tensor arguments :class:`GenerativeModel` moves to the model's device
+#: (floating ones also cast to its dtype) before they run, in every subclass that defines them.
+INPUT_METHODS = ("encode", "decode", "reconstruct", "posterior", "sample", "classify",
+                 "analogies", "layer_posteriors")
+
+
+def _model_float(module: nn.Module) -> tuple[torch.device, torch.dtype] | None:
+    """Device and dtype of the first floating parameter or buffer of ``module`` (None: none)."""
+    for t in (*module.parameters(), *module.buffers()):
+        if t.is_floating_point():
+            return t.device, t.dtype
+    return None
+
+
+def _to_model(value, device: torch.device, dtype: torch.dtype):
+    """A tensor on ``device`` (floating ones in ``dtype``, others keep theirs); anything else as is."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    return value.to(device=device, dtype=dtype) if value.is_floating_point() else value.to(device=device)
+
+
+def _moving_inputs(method):
+    """Wrap ``method`` so that its tensor arguments reach it on the model's device and dtype."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        target = _model_float(self)
+        if target is not None:
+            args = tuple(_to_model(a, *target) for a in args)
+            kwargs = {k: _to_model(v, *target) for k, v in kwargs.items()}
+        return method(self, *args, **kwargs)
+
+    wrapper.moves_inputs = True
+    return wrapper
+
+
 class GenerativeModel(nn.Module, ABC):
     """Base class of pyro-vae's model/guide pairs.
 
@@ -64,6 +106,19 @@ class GenerativeModel(nn.Module, ABC):
       logsumexp_c log p(x, c)); such a model has ``num_classes`` and ``classify(x)``;
     - ``adds_training_terms``: True when the model adds terms to its objective in training
       mode only (M2's classification term), so its training curve is not an ELBO.
+
+    The helpers named in :data:`INPUT_METHODS` take inputs on any device and dtype: a
+    subclass's own definitions are wrapped when the subclass is created
+    (``__init_subclass__``), so a float64 model encodes float32 images and a CUDA model
+    samples CPU labels.
+
+    Example
+    -------
+    >>> import torch
+    >>> from pyro_vae.models import VAE, VAEConfig
+    >>> vae = VAE(64, VAEConfig(latent_dim=2, hidden_dims=(8,))).double()
+    >>> vae.encode(torch.zeros(3, 64, dtype=torch.float32)).dtype
+    torch.float64
     """
 
     has_latents: bool = True
@@ -79,6 +134,32 @@ class GenerativeModel(nn.Module, ABC):
     #: Whether ``model``/``guide`` register the parameters with Pyro's param store, so that
     #: ``pyro.optim`` finds them (see :meth:`optimized_by_torch`).
     register_params: bool = True
+    #: Networks the user passed to the constructor (``"encoder"``, ``"decoder"``), which a saved
+    #: model cannot rebuild: :func:`pyro_vae.load_model` asks for them.
+    user_networks: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in INPUT_METHODS:
+            method = cls.__dict__.get(name)
+            if callable(method) and not getattr(method, "moves_inputs", False):
+                setattr(cls, name, _moving_inputs(method))
+
+    def save(self, path) -> None:
+        """Write this model (registry name, config, shapes, weights) to one checksummed file.
+
+        See :func:`pyro_vae.model_io.save_model`; :func:`pyro_vae.load_model` reads it back.
+
+        Example
+        -------
+        >>> from pyro_vae import VAE, load_model
+        >>> VAE(64).save("/tmp/pyro-vae-doc-model.pt")
+        >>> load_model("/tmp/pyro-vae-doc-model.pt").data_dim
+        64
+        """
+        from ..model_io import save_model  # noqa: PLC0415  (files live outside the models)
+
+        save_model(self, path)
 
     def _register(self) -> None:
         """Called first in ``model`` and ``guide``: ``pyro.module`` unless switched off."""
@@ -138,8 +219,12 @@ class GenerativeModel(nn.Module, ABC):
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        """Device of the model's first floating parameter or buffer (CPU if it has none)."""
+        target = _model_float(self)
+        return torch.device("cpu") if target is None else target[0]
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
+        """Dtype of the model's first floating parameter or buffer (the default if it has none)."""
+        target = _model_float(self)
+        return torch.get_default_dtype() if target is None else target[1]

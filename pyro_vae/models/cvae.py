@@ -3,9 +3,15 @@ Deep Conditional Generative Models", 2015), conditioned on the class label.
 
 Generative story: given the label ``c``, ``z ~ p(z | c)`` (standard normal by default, or the
 registered ``conditional`` prior, a learned Gaussian per class), then
-``x ~ p(x | decoder(z, c))``. The guide is ``q(z | x, c)``. Encoder and decoder see the
-one-hot label concatenated to their input, so the model scores ``log p(x | c)``: its
-reported log-likelihoods are conditional (``conditional: true`` in the metrics).
+``x ~ p(x | decoder(z, c))``. The guide is ``q(z | x, c)``, so the model scores
+``log p(x | c)``: its reported log-likelihoods are conditional (``conditional: true`` in the
+metrics).
+
+How the label enters the networks: MLPs see the one-hot label concatenated to their input
+(``[x, onehot]``, ``[z, onehot]``); the conv encoder appends it to the flattened conv features
+(before its dense layers) and the conv decoder to the code (``[z, onehot]`` into its first
+dense layer); users' networks get it as a second argument, ``encoder(images, onehot)`` and
+``decoder(z, onehot)``.
 
 Example
 -------
@@ -24,9 +30,11 @@ torch.Size([4, 64])
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from ..errors import check_positive_int
+from .nets import MLP
 from .vae import VAE, VAEConfig
 
 
@@ -42,6 +50,18 @@ class CVAE(VAE):
     num_classes : int
         Number of classes; labels are integers in ``[0, num_classes)``. Required: a CVAE
         cannot be built for data without labels.
+    image_shape, encoder, decoder
+        As for :class:`~pyro_vae.models.vae.VAE`; the networks also get the one-hot labels
+        ``(N, num_classes)`` as a second argument.
+
+    Example
+    -------
+    >>> import torch
+    >>> from pyro_vae.models import VAEConfig
+    >>> cvae = CVAE(64, VAEConfig(latent_dim=2, arch="conv", conv_channels=(8,)), num_classes=3,
+    ...             image_shape=(1, 8, 8))
+    >>> cvae.encode(torch.zeros(4, 64), torch.tensor([0, 1, 2, 0])).shape
+    torch.Size([4, 2])
     """
 
     conditional = True
@@ -49,21 +69,17 @@ class CVAE(VAE):
     guide_reads_labels = True  # q(z | x, c)
     pyro_name = "cvae"
 
-    def __init__(self, data_dim: int, config: VAEConfig | None = None, num_classes: int | None = None):
+    def __init__(self, data_dim: int, config: VAEConfig | None = None, num_classes: int | None = None,
+                 image_shape: tuple[int, int, int] | None = None, *,
+                 encoder: nn.Module | None = None, decoder: nn.Module | None = None):
         if num_classes is None:
             raise ValueError(
                 "model 'cvae' conditions on class labels but the data set has none "
                 "(num_classes is None); use a labelled data set or an unconditional model")
         check_positive_int("num_classes", num_classes)
-        super().__init__(data_dim, config, num_classes=num_classes)
-
-    @property
-    def _encoder_in_dim(self) -> int:
-        return self.data_dim + self.num_classes
-
-    @property
-    def _decoder_in_dim(self) -> int:
-        return self.config.latent_dim + self.num_classes
+        self._label_dim = num_classes  # before the networks are built
+        super().__init__(data_dim, config, num_classes=num_classes, image_shape=image_shape,
+                         encoder=encoder, decoder=decoder)
 
     def _one_hot(self, y: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
         """One-hot labels ``(batch, num_classes)`` in ``like``'s dtype and device."""
@@ -72,13 +88,18 @@ class CVAE(VAE):
         return F.one_hot(y.to(device=like.device, dtype=torch.long), self.num_classes).to(like.dtype)
 
     def _encode_params(self, x, y=None):
-        return self.encoder(torch.cat([x, self._one_hot(y, x)], -1))
+        c = self._one_hot(y, x)  # (batch, classes)
+        if isinstance(self.encoder.net, MLP):  # the built-in MLP reads [x, onehot]
+            return self.encoder(torch.cat([x, c], -1))
+        return self.encoder(x, c)
 
     def _decode(self, z, y=None):
         # z is (batch, latent) in training, (K, batch, latent) under the importance-sample
         # plate: the (batch, classes) one-hot labels broadcast over the leading dimensions.
         c = self._one_hot(y, z).expand(*z.shape[:-1], self.num_classes)
-        return self.decoder(torch.cat([z, c], -1))
+        if isinstance(self.decoder, MLP):
+            return self.decoder(torch.cat([z, c], -1))
+        return self.decoder(z, c)
 
     @torch.no_grad()
     def sample(self, n, y=None, *, mean=True):

@@ -42,7 +42,12 @@ layer's posterior and conditional prior along that path (per-layer KL and active
 Every sample site (``z1`` ... ``zL``, ``x``) lies inside the data plate, and the networks
 act on the last dimension, so the importance plate's leading sample dimension passes through
 them by broadcasting (``(K, batch, d)`` in, ``(K, batch, d')`` out; ``x`` enters each guide
-layer once per example, not once per sample).
+layer once per example, not once per sample); conv networks fold it into the batch.
+
+Networks: with ``arch="conv"`` the networks that read or write pixels are convolutional
+(:mod:`pyro_vae.models.conv`): the top encoder ``q(z_L | x)``, the decoder ``p(x | z_1)`` and
+the pixel branch of each ``q(z_l | x, z_{l+1})`` (conv features, then a linear map, added to
+the code's); the conditionals ``p(z_l | z_{l+1})`` between codes stay MLPs.
 
 Example
 -------
@@ -66,10 +71,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import check_choice, check_instance, check_int_tuple, check_positive_float, check_positive_int
+from .adapters import DEFAULT_CONV_CHANNELS, check_arch, conv_decoder, conv_encoder, conv_features, resolve_image_shape
 from .base import GenerativeModel, data_plate
 from .distributions import DiagonalNormal
 from .likelihoods import LIKELIHOODS, build_likelihood, check_likelihood_options
-from .nets import MLP, GaussianEncoder
+from .nets import MLP, GaussianEncoder, GaussianHead
 from .priors import PRIORS, StandardNormalPrior, build_prior
 
 #: Top-layer size when neither ``latent_dim`` nor ``latent_dims`` is given.
@@ -101,6 +107,15 @@ class HVAEConfig:
         Fixed standard deviation of a Gaussian likelihood (None: learned, where supported).
     prior_components : int
         Number of components of mixture-type priors (pseudo-inputs of ``vamp``).
+    arch : str
+        ``mlp`` or ``conv``: the networks that read or write pixels (see the module docstring).
+    conv_channels : tuple of int
+        Channels of the stride-2 conv layers (read by ``arch="conv"`` only).
+
+    Example
+    -------
+    >>> HVAEConfig(levels=2, latent_dim=4).latent_dims
+    (8, 4)
     """
 
     levels: int = 2
@@ -111,6 +126,8 @@ class HVAEConfig:
     prior: str = "standard"
     obs_scale: float | None = None
     prior_components: int = 10
+    arch: str = "mlp"
+    conv_channels: tuple[int, ...] = DEFAULT_CONV_CHANNELS
 
     def __post_init__(self):
         check_positive_int("levels", self.levels)
@@ -137,6 +154,7 @@ class HVAEConfig:
             check_positive_float("obs_scale", self.obs_scale)
         check_likelihood_options(self.likelihood, obs_scale=self.obs_scale)
         check_positive_int("prior_components", self.prior_components)
+        self.conv_channels = check_arch(self.arch, self.conv_channels)
 
 
 class _JointEncoder(nn.Module):
@@ -145,13 +163,15 @@ class _JointEncoder(nn.Module):
     An MLP on the concatenation ``[x, z_above]``, with its first layer split in two so that
     ``x`` ``(batch, D)`` is multiplied once per example and the code ``(..., batch, d_above)``
     (leading importance-sample dimensions included) is added by broadcasting. Scales as in
-    :class:`~pyro_vae.models.nets.GaussianEncoder`: softplus plus a small floor.
+    :class:`~pyro_vae.models.nets.GaussianEncoder`: softplus plus a small floor. ``x_net``
+    (built as ``x_net(width)``) replaces the linear map of ``x``: the conv pixel branch.
     """
 
-    def __init__(self, data_dim: int, above_dim: int, hidden_dims: tuple[int, ...], latent_dim: int):
+    def __init__(self, data_dim: int, above_dim: int, hidden_dims: tuple[int, ...], latent_dim: int,
+                 x_net=None):
         super().__init__()
         width = hidden_dims[0] if hidden_dims else 2 * latent_dim
-        self.from_x = nn.Linear(data_dim, width)
+        self.from_x = nn.Linear(data_dim, width) if x_net is None else x_net(width)
         self.from_z = nn.Linear(above_dim, width, bias=False)
         self.net = (nn.Sequential(nn.ReLU(), MLP(width, hidden_dims[1:], 2 * latent_dim))
                     if hidden_dims else nn.Identity())
@@ -174,6 +194,8 @@ class HVAE(GenerativeModel):
     config : HVAEConfig
     num_classes : int or None
         Number of label classes (used by conditional priors on the top layer).
+    image_shape : tuple of int or None
+        ``(C, H, W)`` of one example; None: ``(1, 1, D)``, which ``arch="conv"`` refuses.
 
     Modules: ``encoder`` q(z_L | x), ``decoder`` p(x | z_1), ``prior`` p(z_L), ``likelihood``
     (the VAE's names), ``conditionals[l - 1]`` p(z_l | z_{l+1}) and ``guide_nets[l - 1]``
@@ -182,30 +204,38 @@ class HVAE(GenerativeModel):
 
     pyro_name = "hvae"
 
-    def __init__(self, data_dim: int, config: HVAEConfig | None = None, num_classes: int | None = None):
+    def __init__(self, data_dim: int, config: HVAEConfig | None = None, num_classes: int | None = None,
+                 image_shape: tuple[int, int, int] | None = None):
         super().__init__()
         config = HVAEConfig() if config is None else config
         check_instance("config", config, HVAEConfig, "build one with HVAEConfig(...)")
         self.config = config
         self.data_dim = check_positive_int("data_dim", data_dim)
         self.num_classes = num_classes
+        conv = config.arch == "conv"
+        self.image_shape = resolve_image_shape(data_dim, image_shape, "arch 'conv'" if conv else None)
         self.levels = config.levels
         self.latent_dims = config.latent_dims  # bottom first
         self.latent_dim = config.latent_dims[-1]  # the top layer: the model's code
         dims, hidden = config.latent_dims, config.hidden_dims
         # Built in the VAE's order (encoder, likelihood, decoder, prior), so that a model with
         # levels=1 draws the same initial weights as a VAE under the same seed.
-        self.encoder = GaussianEncoder(data_dim, hidden, self.latent_dim)
+        shape, channels = self.image_shape, config.conv_channels
+        self.encoder = (GaussianHead(conv_encoder(shape, channels, hidden, 2 * self.latent_dim), self.latent_dim)
+                        if conv else GaussianEncoder(data_dim, hidden, self.latent_dim))
         self.likelihood = build_likelihood(config.likelihood, data_dim, obs_scale=config.obs_scale)
-        self.decoder = MLP(dims[0], tuple(reversed(hidden)), data_dim * self.likelihood.params_per_pixel)
+        p = self.likelihood.params_per_pixel
+        self.decoder = (conv_decoder(dims[0], tuple(reversed(hidden)), shape, p, channels) if conv
+                        else MLP(dims[0], tuple(reversed(hidden)), data_dim * p))
         self.prior = build_prior(
             config.prior, self.latent_dim, num_components=config.prior_components,
             num_classes=num_classes, data_dim=data_dim, encoder=self._encode_top,
         )
         self.conditionals = nn.ModuleList(
             GaussianEncoder(dims[i + 1], hidden, dims[i]) for i in range(self.levels - 1))
+        x_net = (lambda width: conv_features(shape, channels, width)) if conv else None  # noqa: E731
         self.guide_nets = nn.ModuleList(
-            _JointEncoder(data_dim, dims[i + 1], hidden, dims[i]) for i in range(self.levels - 1))
+            _JointEncoder(data_dim, dims[i + 1], hidden, dims[i], x_net) for i in range(self.levels - 1))
         self.needs_labels = self.needs_labels or self.prior.needs_label
         # With a label-conditioned top prior p(z_L | y) the model scores log p(x | y).
         self.conditional = self.conditional or self.prior.needs_label

@@ -25,6 +25,11 @@ training curve includes that term; the validation/test ELBOs do not.) Batches ar
 loop's uniform random slices of the training set, so labelled and unlabelled examples mix in
 proportion; ``--labels-per-class N`` (:class:`~pyro_vae.data.DataConfig`) hides the rest.
 
+Networks: with ``arch="conv"`` the classifier ``q(y | x)`` is the conv encoder
+(:mod:`pyro_vae.models.conv`) ending in ``num_classes`` logits, ``q(z | x, y)`` reads ``x``
+through conv features and a linear map (added to the label's), and the decoder's tail after
+the sum of its code and label branches is the conv decoder.
+
 Evaluation (:mod:`pyro_vae.inference.evaluate`): ``sums_out_labels`` tells it to score
 ``log p(x) = logsumexp_c [log p(y=c) + log p(x | y=c)]`` with the label summed exactly and ``z``
 importance-sampled from ``q(z | x, c)``. Codes: ``encode(x)`` / ``posterior(x)`` use the
@@ -61,6 +66,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import check_choice, check_instance, check_int_tuple, check_positive_float, check_positive_int
+from .adapters import DEFAULT_CONV_CHANNELS, check_arch, conv_decoder, conv_encoder, conv_features, resolve_image_shape
 from .base import GenerativeModel, data_plate
 from .distributions import DiagonalNormal
 from .likelihoods import LIKELIHOODS, build_likelihood, check_likelihood_options
@@ -90,6 +96,15 @@ class M2Config:
     alpha : float
         Weight of the classification term, as a share of the number of training examples N:
         the paper's ``alpha = 0.1 N`` is ``alpha = 0.1``.
+    arch : str
+        ``mlp`` or ``conv``: the networks that read or write pixels (see the module docstring).
+    conv_channels : tuple of int
+        Channels of the stride-2 conv layers (read by ``arch="conv"`` only).
+
+    Example
+    -------
+    >>> M2Config(alpha=0.5, arch="conv", conv_channels=(16,)).conv_channels
+    (16,)
     """
 
     latent_dim: int = 16
@@ -99,6 +114,8 @@ class M2Config:
     obs_scale: float | None = None
     prior_components: int = 10
     alpha: float = 0.1
+    arch: str = "mlp"
+    conv_channels: tuple[int, ...] = DEFAULT_CONV_CHANNELS
 
     def __post_init__(self):
         check_positive_int("latent_dim", self.latent_dim)
@@ -113,19 +130,29 @@ class M2Config:
                 or not math.isfinite(self.alpha) or self.alpha < 0:
             raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha!r}")
         self.alpha = float(self.alpha)
+        self.conv_channels = check_arch(self.arch, self.conv_channels)
 
 
 class _LabelledNet(nn.Module):
     """An MLP on ``[u, onehot(y)]`` with its first layer split in two, so that ``u``
     ``(..., batch, d_u)`` and the one-hot labels ``(..., batch, C)`` (leading enumeration or
-    importance-sample dimensions on either) are added by broadcasting."""
+    importance-sample dimensions on either) are added by broadcasting.
 
-    def __init__(self, in_dim: int, num_classes: int, hidden_dims: tuple[int, ...], out_dim: int):
+    Conv variants: ``u_net(width)`` replaces the linear map of ``u`` (conv features of the
+    pixels); ``tail(width, hidden_dims[1:])`` replaces the MLP after the sum (the conv decoder).
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, hidden_dims: tuple[int, ...], out_dim: int,
+                 u_net=None, tail=None):
         super().__init__()
-        width = hidden_dims[0] if hidden_dims else out_dim
-        self.from_u = nn.Linear(in_dim, width)
+        width = hidden_dims[0] if hidden_dims else (out_dim if tail is None else in_dim)
+        self.from_u = nn.Linear(in_dim, width) if u_net is None else u_net(width)
         self.from_y = nn.Linear(num_classes, width, bias=False)
-        self.net = nn.Sequential(nn.ReLU(), MLP(width, hidden_dims[1:], out_dim)) if hidden_dims else nn.Identity()
+        if tail is not None:
+            self.net = nn.Sequential(nn.ReLU(), tail(width, hidden_dims[1:]))
+        else:
+            self.net = (nn.Sequential(nn.ReLU(), MLP(width, hidden_dims[1:], out_dim)) if hidden_dims
+                        else nn.Identity())
 
     def forward(self, u: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
         return self.net(self.from_u(u) + self.from_y(onehot))  # (..., batch, out_dim)
@@ -141,6 +168,8 @@ class M2(GenerativeModel):
     config : M2Config
     num_classes : int
         Number of classes C; labels are integers in ``[0, C)``, ``-1`` for unlabelled rows.
+    image_shape : tuple of int or None
+        ``(C, H, W)`` of one example; None: ``(1, 1, D)``, which ``arch="conv"`` refuses.
 
     Modules: ``classifier`` (logits of q(y | x)), ``encoder`` (q(z | x, y)), ``decoder``,
     ``prior``, ``likelihood``.
@@ -154,7 +183,8 @@ class M2(GenerativeModel):
     #: Training mode adds alpha * log q(y | x) of the labelled rows: the curve is not an ELBO.
     adds_training_terms = True
 
-    def __init__(self, data_dim: int, config: M2Config | None = None, num_classes: int | None = None):
+    def __init__(self, data_dim: int, config: M2Config | None = None, num_classes: int | None = None,
+                 image_shape: tuple[int, int, int] | None = None):
         super().__init__()
         if num_classes is None:
             raise ValueError(
@@ -167,12 +197,17 @@ class M2(GenerativeModel):
         self.num_classes = check_positive_int("num_classes", num_classes)
         self.latent_dim = config.latent_dim
         self.alpha = config.alpha
-        hidden, c = config.hidden_dims, self.num_classes
-        self.classifier = MLP(data_dim, hidden, c)
-        self.encoder = _LabelledNet(data_dim, c, hidden, 2 * config.latent_dim)
+        conv = config.arch == "conv"
+        self.image_shape = resolve_image_shape(data_dim, image_shape, "arch 'conv'" if conv else None)
+        hidden, c, shape, channels = config.hidden_dims, self.num_classes, self.image_shape, config.conv_channels
+        self.classifier = (conv_encoder(shape, channels, hidden, c, name="classifier") if conv
+                           else MLP(data_dim, hidden, c))
+        u_net = (lambda width: conv_features(shape, channels, width)) if conv else None  # noqa: E731
+        self.encoder = _LabelledNet(data_dim, c, hidden, 2 * config.latent_dim, u_net=u_net)
         self.likelihood = build_likelihood(config.likelihood, data_dim, obs_scale=config.obs_scale)
-        self.decoder = _LabelledNet(config.latent_dim, c, tuple(reversed(hidden)),
-                                    data_dim * self.likelihood.params_per_pixel)
+        p = self.likelihood.params_per_pixel
+        tail = (lambda width, rest: conv_decoder(width, rest, shape, p, channels)) if conv else None  # noqa: E731
+        self.decoder = _LabelledNet(config.latent_dim, c, tuple(reversed(hidden)), data_dim * p, tail=tail)
         self.prior = build_prior(
             config.prior, config.latent_dim, num_components=config.prior_components,
             num_classes=num_classes, data_dim=data_dim, encoder=self._encode_predicted,

@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import check_choice, check_instance, check_positive_float, check_positive_int
+from .adapters import resolve_image_shape
 from .base import GenerativeModel, data_plate
 from .likelihoods import LIKELIHOODS, build_likelihood
 
@@ -80,6 +81,8 @@ class Mixture(GenerativeModel):
     config : MixtureConfig
     num_classes : int or None
         Unused (the mixture is unsupervised); accepted for the registry's constructor.
+    image_shape : tuple of int or None
+        ``(C, H, W)`` of one example (recorded; None: ``(1, 1, D)``).
 
     Notes
     -----
@@ -93,12 +96,14 @@ class Mixture(GenerativeModel):
     has_latents = False
     pyro_name = "mixture"
 
-    def __init__(self, data_dim: int, config: MixtureConfig | None = None, num_classes: int | None = None):
+    def __init__(self, data_dim: int, config: MixtureConfig | None = None, num_classes: int | None = None,
+                 image_shape: tuple[int, int, int] | None = None):
         super().__init__()
         config = MixtureConfig() if config is None else config
         check_instance("config", config, MixtureConfig, "build one with MixtureConfig(...)")
         self.config = config
         self.data_dim = check_positive_int("data_dim", data_dim)
+        self.image_shape = resolve_image_shape(data_dim, image_shape)  # (C, H, W); no networks use it
         k = config.num_components
         self.weight_logits = nn.Parameter(torch.zeros(k))  # (K,) uniform weights at first
         if config.likelihood == GAUSSIAN:

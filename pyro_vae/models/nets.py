@@ -24,18 +24,42 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
 
 
-class GaussianEncoder(nn.Module):
-    """Amortized diagonal-Normal parameters: ``x -> (loc, scale)``, each ``(..., latent_dim)``.
+class GaussianHead(nn.Module):
+    """Diagonal-Normal parameters from any network: ``net(*inputs) -> (loc, scale)``, each
+    ``(..., latent_dim)``.
 
-    The scale goes through a softplus with a small floor, which keeps it positive and its
-    gradient bounded (an ``exp`` of a log-variance overflows early in training).
+    ``net`` returns ``(..., 2 * latent_dim)``: the first half is the location, the second goes
+    through a softplus with a small floor, which keeps the scale positive and its gradient
+    bounded (an ``exp`` of a log-variance overflows early in training).
+
+    Example
+    -------
+    >>> import torch
+    >>> loc, scale = GaussianHead(torch.nn.Linear(5, 4), latent_dim=2)(torch.zeros(3, 5))
+    >>> loc.shape, bool((scale > 0).all())
+    (torch.Size([3, 2]), True)
+    """
+
+    def __init__(self, net: nn.Module, latent_dim: int):
+        super().__init__()
+        self.net = net
+        self.latent_dim = latent_dim
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, raw_scale = self.net(*inputs).split(self.latent_dim, dim=-1)
+        return loc, F.softplus(raw_scale) + 1e-5
+
+
+class GaussianEncoder(GaussianHead):
+    """Amortized diagonal-Normal parameters from an MLP: ``x -> (loc, scale)``, each
+    ``(..., latent_dim)`` (a :class:`GaussianHead` on ``MLP(in_dim, hidden_dims, 2 * latent_dim)``).
+
+    Example
+    -------
+    >>> import torch
+    >>> GaussianEncoder(64, (32,), 2)(torch.zeros(3, 64))[0].shape
+    torch.Size([3, 2])
     """
 
     def __init__(self, in_dim: int, hidden_dims: tuple[int, ...], latent_dim: int):
-        super().__init__()
-        self.net = MLP(in_dim, hidden_dims, 2 * latent_dim)
-        self.latent_dim = latent_dim
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc, raw_scale = self.net(x).split(self.latent_dim, dim=-1)
-        return loc, F.softplus(raw_scale) + 1e-5
+        super().__init__(MLP(in_dim, hidden_dims, 2 * latent_dim), latent_dim)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import check_choice, check_instance, check_positive_int
+from .adapters import resolve_image_shape
 from .base import GenerativeModel, data_plate
 
 INITS = ("pca", "random")
@@ -68,6 +69,8 @@ class PPCA(GenerativeModel):
     config : PPCAConfig
     num_classes : int or None
         Unused (PPCA is unsupervised); accepted for the registry's constructor.
+    image_shape : tuple of int or None
+        ``(C, H, W)`` of one example (recorded; None: ``(1, 1, D)``).
 
     Notes
     -----
@@ -80,12 +83,14 @@ class PPCA(GenerativeModel):
     discrete = False
     pyro_name = "ppca"
 
-    def __init__(self, data_dim: int, config: PPCAConfig | None = None, num_classes: int | None = None):
+    def __init__(self, data_dim: int, config: PPCAConfig | None = None, num_classes: int | None = None,
+                 image_shape: tuple[int, int, int] | None = None):
         super().__init__()
         config = PPCAConfig() if config is None else config
         check_instance("config", config, PPCAConfig, "build one with PPCAConfig(...)")
         self.config = config
         self.data_dim = check_positive_int("data_dim", data_dim)
+        self.image_shape = resolve_image_shape(data_dim, image_shape)  # (C, H, W); no networks use it
         d = config.latent_dim
         if d >= data_dim:
             raise ValueError(

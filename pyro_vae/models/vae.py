@@ -2,9 +2,13 @@
 
 Generative story: z ~ p(z) (a :mod:`prior <pyro_vae.models.priors>`, standard normal by
 default); x ~ p(x | decoder(z)) (a :mod:`likelihood <pyro_vae.models.likelihoods>`, Bernoulli
-by default). The guide is an amortized diagonal Normal q(z | x) from an MLP encoder, or, with
+by default). The guide is an amortized diagonal Normal q(z | x) from an encoder, or, with
 ``guide="delta"``, a point mass at the encoder's output: the same model then trains as a
 regularized (MAP) autoencoder whose objective is not a bound on log p(x).
+
+Networks: MLPs (``arch="mlp"``), convolutional nets sized from the image shape
+(``arch="conv"``, see :mod:`pyro_vae.models.conv`), or the user's own modules
+(``encoder=``, ``decoder=``; the contract is in :class:`VAE`).
 
 Example
 -------
@@ -14,6 +18,9 @@ Example
 >>> vae = VAE(data_dim=64, config=VAEConfig(latent_dim=2, hidden_dims=(32,)))
 >>> svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
 >>> loss = svi.step(torch.bernoulli(torch.full((16, 64), 0.3)))
+>>> conv = VAE(64, VAEConfig(latent_dim=2, arch="conv", conv_channels=(8, 16)), image_shape=(1, 8, 8))
+>>> conv.decode(torch.zeros(3, 2)).shape
+torch.Size([3, 64])
 """
 
 from __future__ import annotations
@@ -22,12 +29,23 @@ from dataclasses import dataclass
 
 import pyro
 import torch
+from torch import nn
 
 from ..errors import check_choice, check_instance, check_int_tuple, check_positive_float, check_positive_int
+from .adapters import (
+    DEFAULT_CONV_CHANNELS,
+    ImageInput,
+    ImageOutput,
+    check_arch,
+    check_network,
+    conv_decoder,
+    conv_encoder,
+    resolve_image_shape,
+)
 from .base import GenerativeModel, data_plate
 from .guides import GUIDES
 from .likelihoods import LIKELIHOODS, build_likelihood, check_likelihood_options
-from .nets import MLP, GaussianEncoder
+from .nets import MLP, GaussianHead
 from .priors import PRIORS, build_prior
 
 
@@ -52,6 +70,22 @@ class VAEConfig:
         Fixed standard deviation of a Gaussian likelihood (None: learned, where supported).
     prior_components : int
         Number of components of mixture-type priors.
+    arch : str
+        Built-in networks: ``mlp`` (dense layers of ``hidden_dims``) or ``conv``
+        (:mod:`pyro_vae.models.conv`: stride-2 convolutions with ``conv_channels``, then dense
+        layers of ``hidden_dims``; needs the model's ``image_shape``).
+    conv_channels : tuple of int
+        Channels of the conv encoder's stride-2 layers (the decoder mirrors them); read by
+        ``arch="conv"`` only.
+
+    Example
+    -------
+    >>> VAEConfig(arch="conv").conv_channels
+    (32, 64)
+    >>> VAEConfig(arch="cnn")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown arch 'cnn'; choose from: conv, mlp
     """
 
     latent_dim: int = 16
@@ -61,6 +95,8 @@ class VAEConfig:
     guide: str = "normal"
     obs_scale: float | None = None
     prior_components: int = 10
+    arch: str = "mlp"
+    conv_channels: tuple[int, ...] = DEFAULT_CONV_CHANNELS
 
     def __post_init__(self):
         check_positive_int("latent_dim", self.latent_dim)
@@ -72,36 +108,77 @@ class VAEConfig:
             check_positive_float("obs_scale", self.obs_scale)
         check_likelihood_options(self.likelihood, obs_scale=self.obs_scale)
         check_positive_int("prior_components", self.prior_components)
+        self.conv_channels = check_arch(self.arch, self.conv_channels)
 
 
 class VAE(GenerativeModel):
-    """Variational autoencoder with pluggable prior, likelihood and guide family.
+    """Variational autoencoder with pluggable prior, likelihood, guide family and networks.
 
     Parameters
     ----------
     data_dim : int
         Number of pixels ``D`` of a flattened example.
     config : VAEConfig
-        Network sizes and the names of the prior, likelihood and guide.
+        Network sizes and architecture, and the names of the prior, likelihood and guide.
     num_classes : int or None
         Number of label classes (used by conditional priors).
+    image_shape : tuple of int or None
+        ``(C, H, W)`` of one example, ``C * H * W = D`` (examples are flattened in that order).
+        None: ``(1, 1, D)``, which ``arch="conv"`` refuses.
+    encoder, decoder : nn.Module or None
+        Networks of your own, used in place of the built-in ones (either or both):
+
+        - ``encoder(images)`` gets ``(N, C, H, W)`` and returns ``(N, 2 * latent_dim)``: the
+          guide's location, then its raw scale (made positive by a softplus with a floor);
+        - ``decoder(z)`` gets ``(N, latent_dim)`` and returns ``(N, C * P, H, W)`` or
+          ``(N, P * D)``, ``P`` being the likelihood's ``params_per_pixel`` (1, or 2 for
+          ``gaussian-heteroscedastic``); channels ``[p*C, (p+1)*C)`` hold parameter ``p``
+          (location first);
+        - in a :class:`~pyro_vae.models.cvae.CVAE` both also get the one-hot labels
+          ``(N, num_classes)`` as a second argument: ``encoder(images, onehot)``,
+          ``decoder(z, onehot)``.
+
+        Your networks never see leading sample dimensions or flat pixels: the model reshapes,
+        folds and unfolds (:mod:`pyro_vae.models.adapters`). Each is tried once when the model
+        is built; a wrong output size is a ``ValueError`` naming the network and the shapes.
+        :meth:`save` records that the model has them, and
+        :func:`pyro_vae.load_model` asks for them again.
+
+    Example
+    -------
+    >>> import torch
+    >>> from torch import nn
+    >>> enc = nn.Sequential(nn.Flatten(), nn.Linear(64, 2 * 3))
+    >>> dec = nn.Sequential(nn.Linear(3, 64), nn.Unflatten(1, (1, 8, 8)))
+    >>> vae = VAE(64, VAEConfig(latent_dim=3), image_shape=(1, 8, 8), encoder=enc, decoder=dec)
+    >>> vae.encode(torch.zeros(5, 64)).shape, vae.user_networks
+    (torch.Size([5, 3]), ('encoder', 'decoder'))
     """
 
     pyro_name = "vae"
 
-    def __init__(self, data_dim: int, config: VAEConfig | None = None, num_classes: int | None = None):
+    def __init__(self, data_dim: int, config: VAEConfig | None = None, num_classes: int | None = None,
+                 image_shape: tuple[int, int, int] | None = None, *,
+                 encoder: nn.Module | None = None, decoder: nn.Module | None = None):
         super().__init__()
         config = VAEConfig() if config is None else config
         check_instance("config", config, VAEConfig, "build one with VAEConfig(...)")
         self.config = config
         self.data_dim = check_positive_int("data_dim", data_dim)
         self.num_classes = num_classes
+        for name, net in (("encoder", encoder), ("decoder", decoder)):
+            if net is not None:
+                check_instance(name, net, nn.Module, "pass a torch.nn.Module (or None for the built-in one)")
+        #: Names of the networks the user passed in (saved models ask for them again).
+        self.user_networks = tuple(n for n, net in (("encoder", encoder), ("decoder", decoder)) if net is not None)
+        self.image_shape = resolve_image_shape(data_dim, image_shape, "arch 'conv'" if config.arch == "conv" else None)
         self.guide_family = GUIDES.get(config.guide)(config.latent_dim)
         self.is_bound = self.guide_family.has_density
-        self.encoder = GaussianEncoder(self._encoder_in_dim, config.hidden_dims, config.latent_dim)
+        # Built in this order (encoder, likelihood, decoder, prior) so that the HVAE with
+        # levels=1 draws the same initial weights under the same seed.
+        self.encoder = GaussianHead(self._build_encoder(encoder), config.latent_dim)
         self.likelihood = build_likelihood(config.likelihood, data_dim, obs_scale=config.obs_scale)
-        out_dim = data_dim * self.likelihood.params_per_pixel
-        self.decoder = MLP(self._decoder_in_dim, tuple(reversed(config.hidden_dims)), out_dim)
+        self.decoder = self._build_decoder(decoder)
         self.prior = build_prior(
             config.prior, config.latent_dim, num_components=config.prior_components,
             num_classes=num_classes, data_dim=data_dim, encoder=self._encode_params,
@@ -110,14 +187,36 @@ class VAE(GenerativeModel):
         # With a label-conditioned prior p(z | y) the model scores log p(x | y).
         self.conditional = self.conditional or self.prior.needs_label
 
-    # Subclasses that condition on labels (the CVAE) widen these inputs.
-    @property
-    def _encoder_in_dim(self) -> int:
-        return self.data_dim
+    # The CVAE conditions its networks on one-hot labels of this size.
+    _label_dim = 0
 
     @property
-    def _decoder_in_dim(self) -> int:
-        return self.config.latent_dim
+    def _label_dims(self) -> tuple[int, ...]:
+        """Sizes of the extra inputs of image-shaped networks (the CVAE's one-hot labels)."""
+        return (self._label_dim,) if self._label_dim else ()
+
+    def _build_encoder(self, user: nn.Module | None) -> nn.Module:
+        """The encoder's network: flat ``(..., D)`` (+ labels) -> ``(..., 2 * latent_dim)``."""
+        out_dim, cfg = 2 * self.config.latent_dim, self.config
+        if user is not None:
+            net = ImageInput(user, self.image_shape, out_dim, "encoder")
+            check_network(net, self.data_dim, self._label_dims)
+            return net
+        if cfg.arch == "conv":
+            return conv_encoder(self.image_shape, cfg.conv_channels, cfg.hidden_dims, out_dim, self._label_dim)
+        return MLP(self.data_dim + self._label_dim, cfg.hidden_dims, out_dim)  # on [x, onehot]
+
+    def _build_decoder(self, user: nn.Module | None) -> nn.Module:
+        """The decoder: codes ``(..., latent_dim)`` (+ labels) -> ``(..., D * params_per_pixel)``."""
+        cfg, p = self.config, self.likelihood.params_per_pixel
+        if user is not None:
+            net = ImageOutput(user, self.image_shape, p, "decoder")
+            check_network(net, cfg.latent_dim, self._label_dims)
+            return net
+        hidden = tuple(reversed(cfg.hidden_dims))
+        if cfg.arch == "conv":
+            return conv_decoder(cfg.latent_dim, hidden, self.image_shape, p, cfg.conv_channels, self._label_dim)
+        return MLP(cfg.latent_dim + self._label_dim, hidden, self.data_dim * p)  # on [z, onehot]
 
     def _encode_params(self, x, y=None):
         """``(loc, scale)`` of q(z | x), each ``(..., latent_dim)``."""
