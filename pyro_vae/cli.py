@@ -38,6 +38,8 @@ MODEL_OPTIONS = {
     "components": "num_components",
     "levels": "levels",
     "alpha": "alpha",
+    "arch": "arch",
+    "conv_channels": "conv_channels",
 }
 
 
@@ -155,6 +157,11 @@ def _add_shared_options(p, eval_samples: bool = True) -> None:
                    help="components K of the mixture model (--model mixture; default: 10)")
     p.add_argument("--levels", type=int,
                    help="stochastic layers of the hierarchical VAE (--model hvae; default: 2)")
+    p.add_argument("--arch", help="networks of vae, cvae, hvae, m2: mlp or conv (convolutions sized "
+                                  "from the image shape; default: mlp)")
+    p.add_argument("--conv-channels", type=_int_list,
+                   help=f"comma-separated channels of the stride-2 conv layers with --arch conv "
+                        f"(default: {','.join(map(str, vae.conv_channels))})")
     p.add_argument("--binarize", choices=BINARIZE_CHOICES,
                    help="dynamic (default for the bernoulli likelihood) | static | none (default for "
                         "densities: continuous-bernoulli, gaussian, ppca)")
