@@ -43,7 +43,8 @@ import pyro
 import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .models import MODELS
+from .models import MODELS, ImageInput, ImageOutput
+from .models.nets import GaussianHead
 from .registry import plugins_used
 
 #: What marks a file as a saved model (a run's checkpoint.pt has no ``kind``).
@@ -81,6 +82,13 @@ def _versions() -> dict:
             "python": platform.python_version()}
 
 
+def _unwrapped(module):
+    """The user's network inside the model's adapters (Gaussian head, image input/output)."""
+    while isinstance(module, (GaussianHead, ImageInput, ImageOutput)):
+        module = module.net
+    return module
+
+
 def save_model(model, path: str | os.PathLike) -> None:
     """Write ``model`` to ``path``: one checksummed file, replaced atomically, no data needed.
 
@@ -103,7 +111,7 @@ def save_model(model, path: str | os.PathLike) -> None:
     dtype = str(model.dtype).removeprefix("torch.")
     names = {"model": name, "prior": config.get("prior"), "likelihood": config.get("likelihood"),
              "guide": config.get("guide")}
-    user = {key: type(getattr(model, key)).__name__ for key in getattr(model, "user_networks", ())}
+    user = {key: type(_unwrapped(getattr(model, key))).__name__ for key in getattr(model, "user_networks", ())}
     meta = {"model": name, "model_config": config, "data_dim": model.data_dim,
             "image_shape": list(image_shape), "num_classes": getattr(model, "num_classes", None),
             "dtype": dtype, "versions": _versions(), "plugins": plugins_used(names), "user_networks": user}
@@ -156,7 +164,7 @@ def _networks(name: str, meta: dict, given: dict) -> dict:
     saved = meta["user_networks"]
     for key, net in given.items():
         if key in saved and net is None:
-            raise ValueError(f"saved model {name!r} was built with a {key} of your own ({saved[key]}); "
+            raise ValueError(f"saved model {name!r} was built with your own {key} ({saved[key]}); "
                              f"pass {key}=<a {saved[key]} built as before> to load_model")
         if key not in saved and net is not None:
             raise ValueError(f"saved model {name!r} uses the built-in {key}; pass no {key} to load_model")
