@@ -30,7 +30,9 @@ from pyro_vae.plots import (
 IMAGE_KINDS = {"reconstructions", "samples", "manifold", "interpolation", "arithmetic", "classes",
                "analogies", "components", "pca"}
 #: Kinds drawn from test images: refused for a run loaded without its data.
-DATA_KINDS = {"reconstructions", "latent", "arithmetic", "analogies", "kl"}
+DATA_KINDS = {"reconstructions", "latent", "arithmetic", "analogies"}
+#: What the evaluation records of a two-dimensional code (metrics.json ``test.latent``).
+RECORDED_LATENT = {"kl_per_dim": [1.5, 0.002], "latent_variance": [0.9, 0.0001]}
 CLASSES = 3
 #: A picture is in colour when two channels of some pixel differ by more than this (grey: exactly 0;
 #: an untrained decoder's colours can be faint, so the bar is low).
@@ -163,7 +165,8 @@ def _dataless_run(model, tmp_path, metrics=None):
     return SimpleNamespace(
         model=model, data=None, spec=DataSpec(data_dim=c * h * w, image_shape=(c, h, w), num_classes=CLASSES),
         directory=tmp_path, config=SimpleNamespace(model="vae", model_config={"latent_dim": 2}),
-        metrics=lambda: metrics or {"history": [{"epoch": 1, "train_elbo": -3.0}]})
+        metrics=lambda: metrics or {"history": [{"epoch": 1, "train_elbo": -3.0}],
+                                    "test": {"latent": RECORDED_LATENT}})
 
 
 @pytest.mark.parametrize("name", ["vae", "cvae", "mixture", "ppca"])
@@ -255,3 +258,23 @@ def test_a_registered_figure_kind_is_listed_checked_and_drawn(tmp_path):
     finally:
         dict.pop(FIGURES, "mean-image")
     assert "mean-image" not in KINDS
+
+
+def test_kl_without_data_draws_what_the_evaluation_recorded(tmp_path, monkeypatch):
+    model = VAE(108, VAEConfig(latent_dim=2, hidden_dims=(8,)))
+    shown = {}
+    real = plots.latent.plot_kl
+
+    def spy(model, x, path, y=None, *, stats=None):
+        shown.update(x=x, stats=stats)
+        return real(model, x, path, y, stats=stats)
+
+    monkeypatch.setattr(plots.latent, "plot_kl", spy)
+    plot_run(_dataless_run(model, tmp_path), "kl", io.BytesIO())
+    assert shown["x"] is None
+    assert shown["stats"]["kl"].tolist() == RECORDED_LATENT["kl_per_dim"]
+    assert shown["stats"]["active"].tolist() == [True, False] and shown["stats"]["standard_prior"]
+    unrecorded = _dataless_run(model, tmp_path, metrics={"history": [], "test": {"latent": {}}})
+    with pytest.raises(ValueError, match=r"^figure kind 'kl' needs the run's data or the KL per dimension its "
+                                         r"evaluation recorded \(metrics.json test.latent\); this run has neither$"):
+        plot_run(unrecorded, "kl", io.BytesIO())

@@ -18,7 +18,8 @@ and are saved at :data:`DPI`, so a PNG's pixel size does not depend on the text 
 
 A run loaded without its data (``run.data`` None, ``run.spec`` giving the shapes) still draws
 what needs no test images: curves, samples, manifold, interpolation (between prior draws),
-classes, components and pca (see :func:`drawable_kinds`).
+classes, components, pca, and kl from the numbers its evaluation recorded (see
+:func:`drawable_kinds`).
 
 Example
 -------
@@ -58,6 +59,7 @@ from .compute import (
     most_active_dims,
     principal_directions,
     prior_codes,
+    recorded_kl,
     seeded,
 )
 from .families import plot_analogies, plot_components, plot_pca
@@ -234,5 +236,5 @@ __all__ = [
     "latent_dim", "latent_points", "manifold_codes", "manifold_grid", "most_active_dims", "plot_analogies",
     "plot_arithmetic", "plot_classes", "plot_components", "plot_curves", "plot_interpolation", "plot_kind",
     "plot_kl", "plot_latent", "plot_manifold", "plot_pca", "plot_reconstructions", "plot_run",
-    "plot_samples", "principal_directions", "prior_codes", "run_spec", "write_run_figures",
+    "plot_samples", "principal_directions", "prior_codes", "recorded_kl", "run_spec", "write_run_figures",
 ]

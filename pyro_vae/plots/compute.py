@@ -354,6 +354,24 @@ def recorded_activity(metrics: dict | None) -> list[float] | None:
     return None
 
 
+def recorded_kl(model, metrics: dict | None) -> dict | None:
+    """:func:`kl_per_dimension`'s result as the evaluation recorded it in a run's metrics.json
+    (``test.latent``: ``kl_per_dim`` and ``latent_variance``, one per latent dimension of
+    ``model``), or None when it did not: the KL figure of a run loaded without its data."""
+    from ..models.priors import StandardNormalPrior  # noqa: PLC0415
+
+    latent = ((metrics or {}).get("test") or {}).get("latent") or {}
+    kl, activity = latent.get("kl_per_dim"), recorded_activity(metrics)
+    d = latent_dim(model)
+    if not (isinstance(kl, list) and activity is not None and len(kl) == len(activity) == d
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in kl)):
+        return None
+    activity = torch.tensor(activity, dtype=torch.float64)
+    return {"kl": torch.tensor(kl, dtype=torch.float64), "activity": activity,
+            "active": activity > ACTIVE_THRESHOLD,
+            "standard_prior": isinstance(getattr(model, "prior", None), StandardNormalPrior)}
+
+
 @contextlib.contextmanager
 def seeded(seed: int | None, device=None):
     """Run with torch's generators seeded, restoring their state afterwards (None: no seeding)."""

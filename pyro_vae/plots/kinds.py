@@ -34,6 +34,7 @@ from .compute import (
     is_conditional,
     latent_dim,
     recorded_activity,
+    recorded_kl,
 )
 
 
@@ -212,8 +213,14 @@ def _draw_pca(inputs, path, **options):
 
 
 @figure_kind("kl", "KL divergence per latent dimension, active units marked",
-             applies=lambda model, spec: has_posterior_scale(model), needs_data=True)
+             applies=lambda model, spec: has_posterior_scale(model))
 def _draw_kl(inputs, path):
+    if inputs.data is None:  # the numbers the evaluation recorded, computed once
+        stats = recorded_kl(inputs.model, inputs.metrics)
+        if stats is None:
+            raise ValueError("figure kind 'kl' needs the run's data or the KL per dimension its "
+                             "evaluation recorded (metrics.json test.latent); this run has neither")
+        return latent.plot_kl(inputs.model, None, path, stats=stats)
     x, y = inputs.test("kl")
     return latent.plot_kl(inputs.model, x, path, y)
 
@@ -248,7 +255,7 @@ def drawable_kinds(model, data=None, spec=None) -> list[str]:
     >>> from pyro_vae.data import DataSpec
     >>> from pyro_vae.models import VAE, VAEConfig
     >>> drawable_kinds(VAE(64, VAEConfig(latent_dim=2)), None, DataSpec(64, (1, 8, 8), 10))
-    ['curves', 'samples', 'manifold', 'interpolation']
+    ['curves', 'samples', 'manifold', 'interpolation', 'kl']
     """
     kinds = applicable_kinds(model, data if spec is None else spec)
     return kinds if data is not None else [k for k in kinds if not FIGURES[k].needs_data]

@@ -94,10 +94,18 @@ def plot_latent(entries, path, *, method: str = "pca", seed: int = 0):
     return save(fig, path)
 
 
-def plot_kl(model, x, path, y=None):
+def plot_kl(model, x, path, y=None, *, stats: dict | None = None):
     """Average KL of q(z_d | x) from N(0, 1) per latent dimension (bars) and each dimension's
-    activity Cov_x(E_q[z_d]) (below, log scale) with the active-unit threshold."""
-    stats = kl_per_dimension(model, x, y)
+    activity Cov_x(E_q[z_d]) (below, log scale) with the active-unit threshold.
+
+    The numbers are :func:`~pyro_vae.plots.compute.kl_per_dimension` of the test images ``x``
+    or, with ``x`` None, ``stats`` as the evaluation recorded them
+    (:func:`~pyro_vae.plots.compute.recorded_kl`).
+    """
+    if x is None and stats is None:
+        raise ValueError("plot_kl needs the test images x or the recorded stats, got neither")
+    stats = kl_per_dimension(model, x, y) if x is not None else stats
+    over = f"mean over {x.shape[0]} test examples" if x is not None else "on the test set, as evaluated"
     kl = stats["kl"].detach().cpu().numpy()  # (d,)
     activity = stats["activity"].detach().cpu().numpy()
     active = stats["active"].cpu().numpy()
@@ -113,7 +121,7 @@ def plot_kl(model, x, path, y=None):
     ax_kl.set_ylabel("KL (nats)", fontsize=9)
     against = ("the prior N(0, I)" if stats["standard_prior"]
                else "N(0, 1) for reference: the prior is not N(0, I) and its KL does not split per dimension")
-    fig.text(0.5, 0.955, f"KL(q(z_d | x) || N(0, 1)) per dimension, mean over {x.shape[0]} test examples",
+    fig.text(0.5, 0.955, f"KL(q(z_d | x) || N(0, 1)) per dimension, {over}",
              ha="center", va="center", fontsize=10)
     fig.text(0.5, 0.905, f"against {against}; {int(active.sum())} of {d} dimensions active (blue; grey: inactive)",
              ha="center", va="center", fontsize=8)
