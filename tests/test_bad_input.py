@@ -516,7 +516,8 @@ def test_evaluation_and_batching_refuse_bad_numbers(small_vae):
         small_vae.sample(0)
 
 
-@pytest.mark.parametrize("x", [torch.zeros(4, 32), torch.zeros(4, 8, 8)], ids=["32-features", "3-d"])
+@pytest.mark.parametrize("x", [torch.zeros(4, 32), torch.zeros(4, 4, 4), torch.zeros(4, 1, 1, 8, 8)],
+                         ids=["32-features", "3-d-16-pixels", "5-d"])
 def test_evaluate_refuses_wrong_shapes(small_vae, x):
     with pytest.raises(ValueError, match="features|shape"):
         evaluate(small_vae, x, num_samples=2)

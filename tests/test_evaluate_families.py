@@ -260,10 +260,11 @@ def _call(name, model, x, y=None):
 
 
 ENTRY_POINTS = ["evaluate", "log_likelihood", "elbo"]
+SHAPES = r"x must have shape \(batch, D\), \(batch, H, W\) or \(batch, C, H, W\)"
 BAD_X = {
     "32-features": (torch.zeros(4, 32), ValueError, "x has 32 features per example; this model expects 64"),
-    "3-d": (torch.zeros(4, 8, 8), ValueError, r"x must have shape \(batch, D\), got \(4, 8, 8\)"),
-    "1-d": (torch.zeros(64), ValueError, r"x must have shape \(batch, D\), got \(64,\)"),
+    "5-d": (torch.zeros(4, 1, 1, 8, 8), ValueError, SHAPES + r", got \(4, 1, 1, 8, 8\)"),
+    "1-d": (torch.zeros(64), ValueError, SHAPES + r", got \(64,\)"),
     "nan": (torch.full((4, 64), float("nan")), ValueError, "x contains NaN or Inf"),
     "inf": (torch.full((4, 64), float("inf")), ValueError, "x contains NaN or Inf"),
     "grey-levels": (torch.full((4, 64), 0.5), ValueError, "bernoulli likelihood needs binary pixels"),

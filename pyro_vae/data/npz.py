@@ -58,6 +58,7 @@ def _npz_images(path: Path, key: str, x: np.ndarray) -> tuple[np.ndarray, tuple[
     elif x.ndim == 3:
         image_shape = (1, *x.shape[1:])
     elif x.ndim == 4:
+        x = channels_first(x, f"{path}: {key}")
         image_shape = tuple(x.shape[1:])
     else:
         raise ValueError(f"{path}: {key} must have shape (n, D), (n, H, W) or (n, C, H, W), got {x.shape}")
@@ -73,6 +74,37 @@ def _npz_images(path: Path, key: str, x: np.ndarray) -> tuple[np.ndarray, tuple[
         f"{path}: {key} has dtype {x.dtype}; store uint8 (0..255, scaled by 1/255), bool, or "
         f"floats in [0, 1]"
     )
+
+
+#: Channel counts an image array may have: grey or RGB.
+CHANNELS = (1, 3)
+
+
+def channels_first(x: np.ndarray, what: str) -> np.ndarray:
+    """A 4-D image array ``(n, C, H, W)`` or ``(n, H, W, C)`` as ``(n, C, H, W)``.
+
+    The rule: the channel axis is axis 1 or axis 3, the one whose size is 1 (grey) or 3 (RGB).
+    When both are (``(n, 3, 5, 3)``: 3 x 5 RGB images, or 5 x 3 images with 3 channels?) or
+    neither is (4 channels, say), the array is refused, never guessed: store it as ``(n, C,
+    H, W)`` with C in {1, 3}, or grey images as ``(n, H, W)``.
+
+    Example
+    -------
+    >>> channels_first(np.zeros((2, 28, 28, 3)), "x").shape
+    (2, 3, 28, 28)
+    """
+    first, last = x.shape[1] in CHANNELS, x.shape[3] in CHANNELS
+    if first and last:
+        raise ValueError(
+            f"{what} has shape {x.shape}: ambiguous, both axis 1 and axis 3 could hold the "
+            f"channels; store grey images as (n, H, W), or channels first as (n, C, H, W) with "
+            f"H, W not in {{1, 3}}")
+    if not (first or last):
+        raise ValueError(
+            f"{what} has shape {x.shape}: no channel axis of size 1 (grey) or 3 (RGB) at axis 1 "
+            f"(n, C, H, W) or axis 3 (n, H, W, C); drop an alpha channel, or store grey "
+            f"images as (n, H, W)")
+    return x if first else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
 def _npz_labels(path: Path, key: str, y: np.ndarray, n: int) -> np.ndarray:
@@ -189,7 +221,8 @@ def _read_npz_array(path: Path, archive: zipfile.ZipFile, key: str, info: zipfil
 def load_npz(config: DataConfig) -> RawData:
     """A user's arrays from the ``.npz`` file named by ``config.name = "npz:PATH"``.
 
-    Keys: ``x`` (required): ``(n, D)``, ``(n, H, W)`` or ``(n, C, H, W)``, uint8 grey levels
+    Keys: ``x`` (required): ``(n, D)``, ``(n, H, W)``, ``(n, C, H, W)`` or ``(n, H, W, C)``
+    (C = 1 or 3; see :func:`channels_first` for the rule), uint8 grey levels
     0..255, bools, or floats in [0, 1] (a flat ``(n, D)`` array is shown as square images
     when ``D`` is a square, else as one row); ``y`` (optional): integer labels ``0..K-1``,
     ``K = max + 1 <= MAX_CLASSES``; ``x_test``/``y_test`` (optional): a fixed test split. A

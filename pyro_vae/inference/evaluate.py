@@ -34,6 +34,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from ..data.streaming import batches, is_streamed
 from ..errors import check_positive_int
 from ..models.base import labels_for
 from .tracing import record_sites, scaled_log_prob, scored_sites
@@ -172,9 +173,12 @@ def _prepare_inputs(model, x, y):
         raise TypeError(f"model must be a pyro-vae model (an nn.Module with model and guide methods), "
                         f"got {type(model).__name__}")
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor of shape (batch, D), got {type(x).__name__}")
+        raise TypeError(f"x must be a torch.Tensor of shape (batch, D) or (batch, C, H, W), a torch "
+                        f"Dataset or a DataLoader, got {type(x).__name__}")
+    if x.dim() in (3, 4):  # images (batch, H, W) or (batch, C, H, W): the models see (batch, D)
+        x = x.reshape(x.shape[0], -1)
     if x.dim() != 2:
-        raise ValueError(f"x must have shape (batch, D), got {tuple(x.shape)}")
+        raise ValueError(f"x must have shape (batch, D), (batch, H, W) or (batch, C, H, W), got {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise ValueError(f"x holds no examples (shape {tuple(x.shape)}); nothing to evaluate")
     if x.dtype == torch.bool or x.is_complex():
@@ -290,6 +294,9 @@ def elbo(model, x, y=None, *, num_samples: int = 1, batch_size: int = 1000,
     torch.Size([8])
     """
     _check_counts(num_samples, batch_size, sample_chunk)
+    if is_streamed(x):
+        return _streamed(lambda xb, yb: elbo(model, xb, yb, num_samples=num_samples, batch_size=batch_size,
+                                             sample_chunk=sample_chunk), x, y, batch_size, num_samples)
     x, y = _prepare_inputs(model, x, y)
     return _elbo(model, x, y, num_samples, batch_size, sample_chunk)
 
@@ -349,6 +356,10 @@ def log_likelihood(model, x, y=None, *, num_samples: int = 1000, batch_size: int
     :func:`elbo`.
     """
     _check_counts(num_samples, batch_size, sample_chunk)
+    if is_streamed(x):
+        return _streamed(lambda xb, yb: log_likelihood(model, xb, yb, num_samples=num_samples,
+                                                       batch_size=batch_size, sample_chunk=sample_chunk),
+                         x, y, batch_size, num_samples)
     x, y = _prepare_inputs(model, x, y)
     return _log_likelihood(model, x, y, num_samples, batch_size, sample_chunk, progress)
 
@@ -396,6 +407,9 @@ def evaluate_per_example(model, x, y=None, *, num_samples: int = 1000, elbo_samp
     """
     _check_counts(num_samples, batch_size, sample_chunk)
     check_positive_int("elbo_samples", elbo_samples)
+    if is_streamed(x):
+        return _streamed_evaluation(model, x, y, num_samples=num_samples, elbo_samples=elbo_samples,
+                                    batch_size=batch_size, sample_chunk=sample_chunk, pixel_max=pixel_max)
     x, y = _prepare_inputs(model, x, y)  # once, for both estimates
     was_training = model.training
     model.eval()
@@ -426,6 +440,38 @@ def evaluate_per_example(model, x, y=None, *, num_samples: int = 1000, elbo_samp
         return result, per_example
     finally:
         model.train(was_training)
+
+
+def _streamed(score, data, y, batch_size: int, num_samples: int) -> Estimate:
+    """``score(x, y) -> Estimate`` over the batches of a torch Dataset or DataLoader, concatenated."""
+    if y is not None:
+        raise ValueError("y must be None when x is a torch Dataset or DataLoader: its batches carry the labels")
+    parts = [score(xb, yb).per_example for xb, yb in batches(data, batch_size)]
+    if not parts:
+        raise ValueError("x (a torch Dataset or DataLoader) yielded no examples; nothing to evaluate")
+    return Estimate(per_example=torch.cat(parts), num_samples=num_samples)
+
+
+def _streamed_evaluation(model, data, y, **options) -> tuple[dict, dict]:
+    """:func:`evaluate_per_example` batch by batch: the summaries of the concatenated values."""
+    if y is not None:
+        raise ValueError("y must be None when x is a torch Dataset or DataLoader: its batches carry the labels")
+    results, parts = [], []
+    for xb, yb in batches(data, 10 * options["batch_size"]):
+        result, per_example = evaluate_per_example(model, xb, yb, **options)
+        results.append(result)
+        parts.append(per_example)
+    if not results:
+        raise ValueError("x (a torch Dataset or DataLoader) yielded no examples; nothing to evaluate")
+    per_example = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+    result = dict(results[0])
+    for key in per_example:
+        est = Estimate(per_example=per_example[key], num_samples=1)
+        result[key], result[f"{key}_stderr"] = est.mean, est.stderr
+    result["num_examples"] = int(per_example["elbo"].numel())
+    if "bits_per_dim" in result:
+        result["bits_per_dim"] = bits_per_dim(result["log_likelihood"], model.data_dim, options["pixel_max"])
+    return result, per_example
 
 
 def is_discrete(model) -> bool:

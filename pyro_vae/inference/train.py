@@ -32,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import Dataset
+from ..data.streaming import as_loader, in_memory, to_model_batch
 from ..errors import (
     check_instance,
 )
@@ -83,11 +84,8 @@ def validate_training_data(model, data) -> None:
 
     :func:`fit` calls it; a caller may call it earlier, before it commits to anything.
     """
-    x_test, y_test = data.split("test")
-    if x_test.shape[0] == 0:
-        raise ValueError(f"data {data.name!r} has an empty test split (x_test has shape "
-                         f"{tuple(x_test.shape)}); the final evaluation needs test examples")
-    if model.needs_labels and (data.y_train is None or y_test is None):
+    x_test, y_test = data.split("test")  # empty for data given as tensors: then not checked
+    if model.needs_labels and (data.y_train is None or (y_test is None and x_test.shape[0])):
         raise ValueError(f"model {type(model).__name__} needs labels but dataset {data.name!r} has none")
     unlabelled = 0 if y_test is None or not y_test.numel() else int((y_test < 0).sum())
     if unlabelled:
@@ -111,7 +109,8 @@ def validate_training_data(model, data) -> None:
         x_train = torch.bernoulli(x_train[:1024])
         y_train = None if y_train is None else y_train[:1024]  # rows matching the checked draw
     model.validate_data(x_train, y_train, name=f"{data.name} training data")
-    model.validate_data(x_test, y_test, name=f"{data.name} test data")
+    if x_test.shape[0]:
+        model.validate_data(x_test, y_test, name=f"{data.name} test data")
 
 
 def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
@@ -122,9 +121,14 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     ----------
     model : GenerativeModel
         Any model/guide pair; it is moved to ``config.device`` and ``config.dtype``.
-    data : pyro_vae.data.Dataset
-        Training batches come from ``data.train_batches`` (from this process's shard under
-        torchrun); ``data.x_test`` is evaluated every ``config.eval_every`` epochs.
+    data : pyro_vae.data.Dataset, tensor, (x, y) tensors, torch Dataset or DataLoader
+        A :class:`~pyro_vae.data.Dataset`: training batches come from ``data.train_batches``
+        (from this process's shard under torchrun), its validation split (else its test
+        split) is evaluated every ``config.eval_every`` epochs. A tensor ``(n, D)`` or
+        ``(n, C, H, W)``, an ``(x, y)`` pair or a ``TensorDataset`` trains on the device as
+        a Dataset does; a torch Dataset or a DataLoader is streamed, one batch moved to the
+        device at a time. Such data is all training data, used as given (no held-out
+        evaluation, no binarization): see :mod:`pyro_vae.data.streaming`.
     config : TrainConfig
     callbacks : sequence of Callback
         Called at the start, after each step (those that define ``on_step_end``), after each
@@ -169,24 +173,31 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     if not (callable(getattr(model, "model", None)) and callable(getattr(model, "guide", None))):
         raise TypeError(f"model must have model(x, y) and guide(x, y) methods (a pyro-vae model); "
                         f"{type(model).__name__} has not")
-    check_instance("data", data, Dataset, "load one with load_dataset(DataConfig(...))")
-    if data.x_train.shape[0] == 0:
-        raise ValueError(f"data {data.name!r} has an empty training split (x_train has shape "
-                         f"{tuple(data.x_train.shape)}); nothing to train on")
+    device = resolve_device(config.device)
+    data, loader = _training_data(data, config.batch_size, device)
     # Under torchrun (several processes) this joins the process group and picks cuda:LOCAL_RANK.
-    device = distributed.setup(resolve_device(config.device))
+    device = distributed.setup(device)
     world, main = distributed.world_size(), distributed.is_main_process()
+    if loader is not None and world > 1:
+        raise ValueError("streamed data (a torch Dataset or DataLoader) trains in one process; under "
+                         "torchrun pass a pyro_vae.data.Dataset or tensors, which are sharded per rank")
     model.to(device=device, dtype=DTYPES[config.dtype])
-    data = data.to(device=device, dtype=DTYPES[config.dtype])
-    # Model selection on the validation split where there is one; else the test ELBO is logged.
-    selecting = data.x_val.shape[0] > 0
-    x_held, y_held = data.split("val" if selecting else "test")
+    if data is not None:
+        data = data.to(device=device, dtype=DTYPES[config.dtype])
+    # Model selection on the validation split where there is one; else the test ELBO is logged
+    # (data given as tensors or a loader has neither: nothing is evaluated during training).
+    selecting = data is not None and data.x_val.shape[0] > 0
+    held = None if data is None else data.split("val" if selecting else "test")
+    held = held if held is not None and held[0].shape[0] else None
     held_key = "val_elbo" if selecting else "test_elbo"
     if config.patience and not selecting:
         raise ValueError(f"patience {config.patience} needs a validation split to watch; "
                          f"give val_fraction > 0 (--val-fraction)")
-    # Validate the data once here, so the hot path can run with validation off.
-    validate_training_data(model, data)
+    # Validate the data once here, so the hot path can run with validation off (a loader's
+    # batches are checked as they come: see _loader_batches).
+    if data is not None:
+        validate_training_data(model, data)
+    source = data if loader is None else loader
 
     objective = build_objective(config.objective, particles=config.particles, beta=config.beta,
                                 kl_warmup=config.kl_warmup)
@@ -211,6 +222,8 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     kl_weighted = config.beta != 1 or bool(config.kl_warmup)
     # plateau watches the validation ELBO where it is computed, else the training curve.
     plateau_key = held_key if selecting and config.eval_every else curve_key
+    if held is None:
+        plateau_key = curve_key
     if callbacks is None or isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
         raise TypeError(f"callbacks must be a sequence of Callback objects (or ()), got {callbacks!r}")
     callbacks = list(callbacks) if main else []  # rank 0 alone checkpoints and logs
@@ -219,7 +232,7 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
         for callback in callbacks:
             callback.on_train_start(model, state)
         while state.epoch < config.epochs and not state.stopped_early and not state.should_stop:
-            _train_epoch(model, data, config, state, loss_fn, objective, params, held=(x_held, y_held),
+            _train_epoch(model, source, config, state, loss_fn, objective, params, held=held,
                          keys=(curve_key, held_key, plateau_key), selecting=selecting, world=world,
                          device=device, kl_weighted=kl_weighted, show_progress=show_progress,
                          progress_lines=progress_lines, step_callbacks=step_callbacks)
@@ -244,6 +257,46 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     return FitResult(history=state.history, epochs=state.epoch, steps=state.step,
                      seconds=state.seconds, state=state, best_epoch=state.best_epoch,
                      stopped_early=state.stopped_early, stop_requested=stop_requested)
+
+
+def _training_data(data, batch_size: int, device: torch.device):
+    """``(Dataset or None, DataLoader or None)``: what :func:`fit` was given, in the form it trains on."""
+    if isinstance(data, Dataset):
+        converted = data
+    else:
+        converted = in_memory(data)
+    if converted is not None:
+        if converted.x_train.shape[0] == 0:
+            raise ValueError(f"data {converted.name!r} has an empty training split (x_train has shape "
+                             f"{tuple(converted.x_train.shape)}); nothing to train on")
+        return converted, None
+    loader = as_loader(data, batch_size, pin_memory=device.type == "cuda")
+    if loader is None:
+        raise TypeError(f"data must be a pyro_vae.data.Dataset (load_dataset(DataConfig(...))), a tensor, "
+                        f"an (x, y) pair of tensors, a torch Dataset or a DataLoader; got {type(data).__name__}")
+    return None, loader
+
+
+def _length(loader) -> int | None:
+    try:
+        return len(loader)
+    except TypeError:  # an iterable-style dataset has no length
+        return None
+
+
+def _loader_batches(model, loader, device: torch.device, epoch: int):
+    """The loader's batches on the model's device and dtype; the epoch's first batch is
+    validated as ``fit`` validates a Dataset (one host sync per epoch), every batch's shape."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    for i, batch in enumerate(loader):
+        x, y = to_model_batch(batch, data_dim=model.data_dim, device=device, dtype=dtype,
+                              what=f"epoch {epoch}, batch {i + 1}")
+        if i == 0:
+            if model.needs_labels and y is None:
+                raise ValueError(f"model {type(model).__name__} needs labels but the loader's batches "
+                                 f"hold no y; yield (x, y)")
+            model.validate_data(x, y, name=f"epoch {epoch}, batch 1 of the training data")
+        yield x, y
 
 
 def _is_terminal(stream) -> bool:
@@ -295,7 +348,9 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
     step_losses = []  # per-step loss tensors, kept on the device until the epoch ends
     step_norms = []  # per-step gradient norms (before clipping), likewise
     n_seen = 0
-    if world > 1:  # this process's shard; its RNG stream reseeded from (seed, epoch, rank)
+    if not isinstance(data, Dataset):  # a DataLoader: its batches, checked and moved one by one
+        batches, num_batches = _loader_batches(model, data, device, epoch), _length(data)
+    elif world > 1:  # this process's shard; its RNG stream reseeded from (seed, epoch, rank)
         distributed.seed_epoch(config.seed, epoch)
         batches, num_batches = distributed.shard_batches(data, config.batch_size, config.seed, epoch)
     else:
@@ -345,6 +400,8 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
                                 loss=step_losses[-1] / x.shape[0], lr=lr)
                 for callback in step_callbacks:
                     callback.on_step_end(model, state, info)
+    if not step_losses:
+        raise ValueError(f"the training data yielded no batch in epoch {epoch}; nothing to train on")
     losses = torch.stack(step_losses)
     if world > 1:  # every rank took as many steps on as many examples: sum step i's loss
         losses = distributed.all_reduce_sum(losses.double())
@@ -372,7 +429,7 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
             f"{_checkpoint_note(state)}; rerun with --detect-anomaly to locate the operation"
         )
     record = {"epoch": epoch, curve_key: -losses.sum().item() / n_seen}
-    if config.eval_every and (epoch % config.eval_every == 0 or epoch == config.epochs):
+    if held is not None and config.eval_every and (epoch % config.eval_every == 0 or epoch == config.epochs):
         model.eval()
         x_held, y_held = held
         with _evaluation_rng(config.seed, epoch, device):

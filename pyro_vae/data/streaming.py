@@ -1,0 +1,184 @@
+"""Data from anywhere: tensors, torch datasets and DataLoaders, for training and evaluation.
+
+:func:`pyro_vae.inference.fit` and the functions of :mod:`pyro_vae.inference.evaluate`
+accept, besides a :class:`~pyro_vae.data.Dataset`:
+
+- a tensor ``x`` of shape ``(n, D)``, ``(n, H, W)`` or ``(n, C, H, W)``, or a pair ``(x, y)``
+  with integer labels ``y`` of shape ``(n,)``; a ``torch.utils.data.TensorDataset`` of
+  ``(x,)`` or ``(x, y)``: held in memory and batched on the device as a
+  :class:`~pyro_vae.data.Dataset` is (:func:`in_memory`): no per-batch Python work;
+- any other ``torch.utils.data.Dataset`` whose items are ``x`` or ``(x, y)``: streamed
+  through a ``DataLoader`` that :func:`as_loader` builds (``batch_size`` of the training
+  configuration, shuffled, pinned memory when training on CUDA);
+- a ``torch.utils.data.DataLoader`` whose batches are ``x`` or ``(x, y)``: used as it is (its
+  own batch size, sampler and workers); each batch is flattened to ``(N, D)`` and moved to
+  the model's device and dtype as it arrives (:func:`to_model_batch`), so training memory
+  does not grow with the data set.
+
+Data given this way is used as given: nothing is split off, binarized or rescaled (for a
+Bernoulli likelihood give 0/1 pixels, or use :func:`~pyro_vae.data.load_dataset`'s
+protocol with an ``npz:`` file or a ``folder:``). Streamed batches draw their order from
+torch's global generator (a DataLoader's default sampler does), which ``fit`` seeds and its
+checkpoints save, so a seeded run is reproducible, with or without worker processes.
+
+Example
+-------
+>>> import torch
+>>> from torch.utils.data import DataLoader, TensorDataset
+>>> from pyro_vae.data.streaming import batches
+>>> x = torch.bernoulli(torch.full((10, 1, 4, 4), 0.5))
+>>> [tuple(b[0].shape) for b in batches(DataLoader(TensorDataset(x), batch_size=4))]
+[(4, 16), (4, 16), (2, 16)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import Dataset as TorchDataset
+
+from .dataset import Dataset
+
+
+def _pair(data) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """``(x, y)`` of a tensor, a pair of tensors or a TensorDataset; None for anything else."""
+    if isinstance(data, torch.Tensor):
+        return data, None
+    if isinstance(data, TensorDataset):
+        tensors = data.tensors
+        if len(tensors) not in (1, 2):
+            raise ValueError(f"data: a TensorDataset of (x,) or (x, y), got {len(tensors)} tensors")
+        return tensors[0], (tensors[1] if len(tensors) == 2 else None)
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(
+            isinstance(t, torch.Tensor) or t is None for t in data) and isinstance(data[0], torch.Tensor):
+        return data[0], data[1]
+    return None
+
+
+def _image_shape(x: torch.Tensor, what: str) -> tuple[int, int, int]:
+    if x.dim() == 2:
+        return (1, 1, int(x.shape[1]))
+    if x.dim() == 3:
+        return (1, int(x.shape[1]), int(x.shape[2]))
+    if x.dim() == 4:
+        return tuple(int(s) for s in x.shape[1:])
+    raise ValueError(f"{what} must have shape (n, D), (n, H, W) or (n, C, H, W), got {tuple(x.shape)}")
+
+
+def _checked_labels(y, n: int, what: str) -> torch.Tensor | None:
+    if y is None:
+        return None
+    if not isinstance(y, torch.Tensor) or y.dtype.is_floating_point or y.dtype == torch.bool or y.is_complex():
+        raise TypeError(f"{what} labels must be an integer tensor of shape ({n},), got "
+                        f"{getattr(y, 'dtype', type(y).__name__)}")
+    if tuple(y.shape) != (n,):
+        raise ValueError(f"{what} labels must have shape ({n},), one per example, got {tuple(y.shape)}")
+    return y.long()
+
+
+def in_memory(data, *, name: str = "tensors") -> Dataset | None:
+    """A tensor, ``(x, y)`` pair or TensorDataset as a :class:`Dataset` (None for other data).
+
+    Everything is the training split; validation and test splits are empty, binarization
+    ``none`` (the pixels are used as given), ``num_classes`` is ``max(y) + 1``.
+
+    Example
+    -------
+    >>> data = in_memory((torch.rand(6, 2, 3, 3), torch.tensor([0, 1, 2, 0, 1, 2])))
+    >>> data.x_train.shape, data.image_shape, data.num_classes
+    (torch.Size([6, 18]), (2, 3, 3), 3)
+    """
+    pair = _pair(data)
+    if pair is None:
+        return None
+    x, y = pair
+    if x.shape[0] == 0:
+        raise ValueError(f"data holds no examples (x has shape {tuple(x.shape)}); nothing to train on")
+    if x.dtype == torch.bool or x.is_complex():
+        raise TypeError(f"data x must hold real numbers, got dtype {x.dtype}")
+    image_shape = _image_shape(x, "data x")
+    y = _checked_labels(y, x.shape[0], "data")
+    flat = x.reshape(x.shape[0], -1)
+    if not flat.is_floating_point():
+        flat = flat.to(torch.get_default_dtype())
+    empty_x = flat[:0]
+    empty_y = None if y is None else y[:0]
+    num_classes = None if y is None or not bool((y >= 0).any()) else int(y.max()) + 1
+    return Dataset(name=name, image_shape=image_shape, x_train=flat, y_train=y, x_val=empty_x,
+                   y_val=empty_y, x_test=empty_x, y_test=empty_y, num_classes=num_classes,
+                   binarize="none", pixel_max=255)
+
+
+def as_loader(data, batch_size: int, *, shuffle: bool = True, pin_memory: bool = False) -> DataLoader | None:
+    """A DataLoader over ``data``: itself if it is one, a new one over a torch Dataset, else None."""
+    if isinstance(data, DataLoader):
+        return data
+    if isinstance(data, TorchDataset) and not isinstance(data, TensorDataset):
+        return DataLoader(data, batch_size=batch_size, shuffle=shuffle, pin_memory=pin_memory)
+    return None
+
+
+def to_model_batch(batch, *, data_dim: int | None = None, device=None, dtype=None,
+                   what: str = "batch") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One loader batch (``x``, ``(x,)`` or ``(x, y)``) as ``(x (N, D), y (N,) or None)``.
+
+    ``x`` is flattened, checked against ``data_dim`` (the model's pixel count, where given)
+    and moved to ``device``/``dtype`` (asynchronously from pinned memory); ``y`` is moved to
+    ``device`` as int64.
+    """
+    if isinstance(batch, dict):
+        raise TypeError(f"{what}: a dict; the loader must yield x or (x, y) tensors")
+    if isinstance(batch, (tuple, list)):
+        if len(batch) not in (1, 2):
+            raise ValueError(f"{what}: the loader must yield x or (x, y), got {len(batch)} items")
+        x, y = batch[0], (batch[1] if len(batch) == 2 else None)
+    else:
+        x, y = batch, None
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what}: x must be a tensor, got {type(x).__name__} (convert images with "
+                        f"torchvision.transforms.ToTensor())")
+    if x.dim() < 2 or x.shape[0] == 0:
+        raise ValueError(f"{what}: x must have shape (N, D), (N, H, W) or (N, C, H, W), got {tuple(x.shape)}")
+    x = x.reshape(x.shape[0], -1)
+    if data_dim is not None and x.shape[1] != data_dim:
+        raise ValueError(f"{what}: x has {x.shape[1]} values per example but the model expects "
+                         f"data_dim {data_dim}")
+    y = _checked_labels(y, x.shape[0], what)
+    non_blocking = x.is_pinned()
+    if dtype is None and not x.is_floating_point():
+        dtype = torch.get_default_dtype()
+    x = x.to(device=device, dtype=dtype, non_blocking=non_blocking)
+    if y is not None:
+        y = y.to(device=device, non_blocking=non_blocking)
+    return x, y
+
+
+def batches(data, batch_size: int = 1000, *, data_dim: int | None = None, device=None,
+            dtype=None) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Evaluation batches ``(x (N, D), y)`` of any accepted kind of data, in order.
+
+    Tensors and TensorDatasets are sliced (``batch_size`` rows at a time); a torch Dataset is
+    read through a DataLoader without shuffling; a DataLoader yields its own batches.
+    """
+    pair = _pair(data)
+    if pair is not None:
+        x, y = pair
+        x = x.reshape(x.shape[0], -1) if x.dim() > 2 else x
+        for start in range(0, x.shape[0], batch_size):
+            yield to_model_batch((x[start:start + batch_size],
+                                  None if y is None else y[start:start + batch_size]),
+                                 data_dim=data_dim, device=device, dtype=dtype)
+        return
+    loader = as_loader(data, batch_size, shuffle=False)
+    if loader is None:
+        raise TypeError(f"data must be a tensor, an (x, y) pair, a torch Dataset or a DataLoader, "
+                        f"got {type(data).__name__}")
+    for i, batch in enumerate(loader):
+        yield to_model_batch(batch, data_dim=data_dim, device=device, dtype=dtype, what=f"batch {i}")
+
+
+def is_streamed(data) -> bool:
+    """Whether ``data`` is read batch by batch (a torch Dataset or DataLoader, not a tensor)."""
+    return isinstance(data, DataLoader) or (isinstance(data, TorchDataset) and not isinstance(data, TensorDataset))
