@@ -6,7 +6,7 @@ A run directory holds
   versions), plain JSON: nothing in it is executed. Its data settings hold absolute paths,
   ``data_spec`` the data's shapes and classes (so the model is rebuilt without the data:
   ``load_run(run_dir, data=False)``) and ``data_fingerprint`` the SHA-256 of the data as
-  loaded (:func:`data_fingerprint`): a run whose data changed is not resumed or evaluated;
+  loaded (:mod:`pyro_vae.rundata`): a run whose data changed is not resumed or evaluated;
 - ``checkpoint.pt``: model and optimizer state, epoch, step, RNG states, written atomically
   after every epoch;
 - ``best.pt`` (with a validation split): the parameters of the epoch with the best
@@ -36,9 +36,7 @@ Example
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import re
 import platform
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -63,6 +61,7 @@ from .jsonio import Finite, NotRequired, Optional, check_schema
 from .models import GUIDES, LIKELIHOODS, MODELS
 from .models.base import labels_for
 from .registry import load_recorded_plugins, plugins_used
+from .rundata import check_data, data_fingerprint, data_record, read_data_record  # noqa: F401
 from .rundir_lock import RunDirLock
 from .runfiles import (  # noqa: F401
     BEST_FILE,
@@ -216,79 +215,19 @@ def _versions() -> dict:
             "python": platform.python_version()}
 
 
-def _config_record(config: RunConfig, data_record: dict) -> dict:
-    """config.json: the settings, the data's spec and fingerprint (``data_record``, see
-    :func:`_data_record`), the plug-ins whose names they use, the library versions."""
+def _config_record(config: RunConfig, data: dict) -> dict:
+    """config.json: the settings, the data's spec and fingerprint (``data``, see
+    :func:`pyro_vae.rundata.data_record`), the plug-ins whose names they use, the library versions."""
     model_config = config.model_config
     names = {"model": config.model, "prior": model_config.get("prior"),
              "likelihood": model_config.get("likelihood"), "guide": model_config.get("guide"),
              "objective": config.train.objective, "dataset": config.data.name}
-    return {**config.to_dict(), **data_record, "plugins": plugins_used(names), "versions": _versions()}
-
-
-#: Format version of :func:`data_fingerprint` (part of what is hashed).
-_FINGERPRINT_TAG = b"pyro-vae data v1;"
-_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
-
-
-def data_fingerprint(data: Dataset) -> str:
-    """SHA-256 (hex) of a data set as loaded: its spec and every split's images and labels.
-
-    Covers the shapes and classes (:class:`~pyro_vae.data.DataSpec`) and, for the ``train``,
-    ``val`` and ``test`` splits in turn, the values of ``x`` as float64 (the training split
-    as stored: grey levels under dynamic binarization, the one-off draw under static) and the
-    labels ``y`` as int64 (unlabelled rows ``-1``), with their shapes. So it is a pure function
-    of the data definition (source file, split, subset, binarization seed, kept labels),
-    the same on any device and in any floating dtype; a data file changed under a run gives
-    another. Hashed in slices of rows, so no float64 copy of a whole split is made.
-
-    Example
-    -------
-    >>> from pyro_vae.data import DataConfig, load_dataset
-    >>> data = load_dataset(DataConfig(name="digits"))
-    >>> data_fingerprint(data) == data_fingerprint(data.to(dtype=torch.float64))
-    True
-    """
-    digest = hashlib.sha256(_FINGERPRINT_TAG)
-    spec = data.spec
-    digest.update(json.dumps(spec.to_dict(), sort_keys=True).encode())
-    for split in ("train", "val", "test"):
-        x, y = data.split(split)
-        x = x.detach().reshape(x.shape[0], spec.data_dim)  # flat rows, whatever the layout held
-        digest.update(f"{split};x{tuple(x.shape)};".encode())
-        rows = max(1, 2**20 // max(1, x.shape[1]))  # about 8 MB of float64 at a time
-        for start in range(0, x.shape[0], rows):
-            chunk = x[start:start + rows].to(device="cpu", dtype=torch.float64).contiguous()
-            digest.update(chunk.numpy().tobytes())
-        if y is not None:
-            labels = y.detach().to(device="cpu", dtype=torch.int64).contiguous()
-            digest.update(f"y{tuple(labels.shape)};".encode())
-            digest.update(labels.numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _data_record(data: Dataset, fingerprint_: str | None = None) -> dict:
-    """What config.json records of the data: ``data_spec`` and ``data_fingerprint`` (computed
-    unless ``fingerprint_``, already checked against ``data``, is given)."""
-    return {"data_spec": data.spec.to_dict(), "data_fingerprint": fingerprint_ or data_fingerprint(data)}
-
-
-def _check_data(run_dir: Path, config: RunConfig, data: Dataset, record: dict) -> Dataset:
-    """``data``, or ``ValueError`` if it is not the data the run recorded (its fingerprint)."""
-    recorded = record.get("data_fingerprint")
-    if recorded is not None:
-        now = data_fingerprint(data)
-        if now != recorded:
-            raise ValueError(
-                f"the data of run {str(run_dir)!r} changed: data set {config.data.name!r} now has "
-                f"fingerprint {now}, but the run was trained on {recorded}; restore the data it "
-                f"was trained on, or train a new run")
-    return data
+    return {**config.to_dict(), **data, "plugins": plugins_used(names), "versions": _versions()}
 
 
 def _load_run_data(run_dir: Path, config: RunConfig, record: dict) -> Dataset:
     """The run's data set (CPU, as loaded), checked against its recorded fingerprint."""
-    return _check_data(run_dir, config, load_dataset(config.data), record)
+    return check_data(load_dataset(config.data), record.get("data_fingerprint"), run_dir)
 
 
 def _checkpoint_config(config: RunConfig) -> dict:
@@ -394,14 +333,14 @@ def train_run(config: RunConfig, out_dir, *, overwrite: bool = False, callbacks=
     # its refusal is raised on every rank, so no process waits for a failed one).
     distributed.on_main(lambda: check_out_dir(out_dir, overwrite))
     data = distributed.main_first(lambda: load_dataset(config.data))
-    data_record = distributed.on_main(lambda: _data_record(data))  # hashed before training
+    data_entries = distributed.on_main(lambda: data_record(data))  # hashed before training
     model = build_model(config, data)
     validate_training_data(model, data)
     _preflight(model, data, config)
 
     def prepare():
         prepare_out_dir(out_dir, overwrite)  # checks again, now under the lock
-        write_config(out_dir, _config_record(config, data_record))
+        write_config(out_dir, _config_record(config, data_entries))
 
     # Rank 0 holds the directory's lock while it writes (released if the process dies).
     with RunDirLock(out_dir, create=True) if main else nullcontext():
@@ -466,8 +405,8 @@ def _resume_locked(out_dir, config, record, epochs, device, detect_anomaly, call
     _restore_model(model, checkpoint, out_dir)
     # Rank 0 rewrites config.json once every rank has read it (on_main waits for all first);
     # a run of an older version gains its data's spec and fingerprint from now on.
-    data_record = _data_record(data, record.get("data_fingerprint"))
-    distributed.on_main(lambda: write_config(out_dir, _config_record(config, data_record)))
+    data_entries = data_record(data, record.get("data_fingerprint"))
+    distributed.on_main(lambda: write_config(out_dir, _config_record(config, data_entries)))
     return _train_and_finish(config, out_dir, data, model, checkpoint["train_state"], callbacks)
 
 
@@ -579,14 +518,9 @@ def read_run_config(run_dir) -> tuple[RunConfig, dict]:
     raw = read_config_json(run_dir)
     # Before the names are checked: the plug-ins that registered them (never an unknown file).
     load_recorded_plugins(raw.pop("plugins", []), where=f"run {str(run_dir)!r}")
-    spec, fingerprint_ = raw.pop("data_spec", None), raw.pop("data_fingerprint", None)
     try:
-        if spec is not None:
-            spec = DataSpec.from_dict(spec)
-        if fingerprint_ is not None and not (isinstance(fingerprint_, str) and _SHA256.match(fingerprint_)):
-            raise ValueError(f"field data_fingerprint must be 64 lowercase hex digits (a SHA-256), "
-                             f"got {fingerprint_!r}")
-        return RunConfig.from_dict(raw), {"data_spec": spec, "data_fingerprint": fingerprint_}
+        record = read_data_record(raw)  # pops data_spec and data_fingerprint
+        return RunConfig.from_dict(raw), record
     except (ValueError, TypeError) as err:
         if str(path) in str(err):
             raise

@@ -12,7 +12,8 @@ from sklearn.datasets import load_digits
 from pyro_vae.cli import main
 from pyro_vae.data import DataConfig, DataSpec, load_dataset
 from pyro_vae.inference import TrainConfig
-from pyro_vae.runs import RunConfig, data_fingerprint, evaluate_run, load_run, resume_run, train_run
+from pyro_vae.rundata import data_fingerprint
+from pyro_vae.runs import RunConfig, evaluate_run, load_run, resume_run, train_run
 
 SPEC = {"data_dim": 64, "image_shape": [1, 8, 8], "num_classes": 10}
 
