@@ -190,8 +190,9 @@ def encode_run(run_dir, split: str = "test", *, device: str | None = None,
     dict of numpy arrays
         ``z_loc`` ``(n, latent_dim)``: the model's ``encode`` (posterior means; the top
         layer's for the hierarchical VAE; the responsibilities for the mixture), in the
-        model's dtype; ``z_scale`` (same shape) where the posterior is a diagonal Normal
-        (zeros for a point-mass guide); ``y`` ``(n,)`` int64 where the data has labels
+        model's dtype; ``z_scale`` (same shape) where the guide is a diagonal Normal
+        (zeros for a point-mass guide; none for PPCA, whose exact posterior has one full
+        covariance, or the mixture); ``y`` ``(n,)`` int64 where the data has labels
         (``-1`` marks a training example whose label was dropped).
 
     Example
@@ -240,11 +241,12 @@ def encode_run(run_dir, split: str = "test", *, device: str | None = None,
 def _diagonal_scale(model, x, y, loc) -> torch.Tensor | None:
     """The posterior's per-dimension scale, ``loc``-shaped, or None where it has none.
 
-    ``posterior`` returns ``(loc, scale)`` (scale None for a family that is not a diagonal
-    Normal; a ``(d, d)`` covariance for PPCA) or a Normal distribution.
+    Read from the guide's ``posterior``, which returns ``(loc, scale)`` (scale None for a
+    family that is not a diagonal Normal) or a Normal distribution. Models without a guide
+    (``has_latents`` False: PPCA's exact posterior has one ``(d, d)`` covariance) give None.
     """
     posterior = getattr(model, "posterior", None)
-    if posterior is None:
+    if posterior is None or not getattr(model, "has_latents", True):
         return None
     out = posterior(x, y)
     if isinstance(out, torch.distributions.Distribution):

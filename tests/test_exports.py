@@ -140,3 +140,22 @@ def test_encode_of_the_vae_needs_its_data(runs, tmp_path, capsys):
             write_codes(tmp_path / "c.npz", codes)
     finally:
         runs["npz"].rename(runs["npz"].parent / "moved.npz")
+
+
+@pytest.mark.parametrize("model, model_config, keys, width", [
+    ("ppca", {"latent_dim": 3}, ["y", "z_loc"], 3),  # one shared covariance: no per-example scale
+    ("hvae", {"latent_dim": 2, "levels": 2, "hidden_dims": (16,)}, ["y", "z_loc", "z_scale"], 2),  # top layer
+    ("mixture", {"num_components": 4}, ["y", "z_loc"], 4),  # responsibilities
+])
+def test_encode_follows_each_model_family(tmp_path, model, model_config, keys, width):
+    from pyro_vae.inference import TrainConfig
+    from pyro_vae.runs import RunConfig, default_binarize
+
+    config = RunConfig(model=model, model_config=model_config, eval_samples=2,
+                       data=DataConfig("digits", subset=100, binarize=default_binarize(model, model_config)),
+                       train=TrainConfig(epochs=1, progress=False, device="cpu"))
+    train_run(config, tmp_path / "run")
+    codes = encode_run(tmp_path / "run", batch_size=50)
+    assert sorted(codes) == keys and codes["z_loc"].shape == (359, width)
+    run = load_run(tmp_path / "run")
+    np.testing.assert_allclose(codes["z_loc"], run.model.encode(run.data.x_test).numpy(), rtol=1e-5, atol=1e-6)
