@@ -100,6 +100,11 @@ def test_a_run_without_its_data_samples_but_does_not_evaluate(relative_run, tmp_
     one_line_error(capsys, ["report", run_dir], "file not found", str(npz))
     assert main(["sample", str(run_dir), "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").stat().st_size > 0
+    for kind in ("samples", "manifold", "interpolation"):  # figures of the model alone
+        assert main(["plot", str(run_dir), "--kind", kind, "--out", str(tmp_path / f"{kind}.png")]) == 0
+        assert (tmp_path / f"{kind}.png").stat().st_size > 0
+    one_line_error(capsys, ["plot", run_dir, "--kind", "reconstructions", "--out", tmp_path / "r.png"],
+                   "file not found", str(npz))
 
 
 def test_changed_data_is_refused_on_resume_and_evaluate(relative_run, capsys):
