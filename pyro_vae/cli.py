@@ -113,7 +113,12 @@ def _add_shared_options(p, eval_samples: bool = True) -> None:
     from .models import GUIDES, LIKELIHOODS, PRIORS, VAEConfig  # noqa: PLC0415
 
     train, data, vae = TrainConfig(), DataConfig(), VAEConfig()
-    p.add_argument("--dataset", help=f"{_names(DATASETS)} or npz:PATH (default: {data.name})")
+    p.add_argument("--dataset", help=f"{_names(DATASETS)}, npz:PATH (arrays) or folder:PATH (images in "
+                                     f"class subfolders) (default: {data.name})")
+    p.add_argument("--image-size", type=_int_list, metavar="H[,W]",
+                   help="folder: data sets: resize every image to H x W (default: keep; all the same size)")
+    p.add_argument("--channels", type=int, help="folder: data sets: 1 (grey) or 3 (RGB) (default: "
+                                                "1 if every image is grey, else 3)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--epochs", type=int, help=f"total epochs (default: {train.epochs})")
     p.add_argument("--batch-size", type=int, help=f"examples per step (default: {train.batch_size})")
@@ -212,7 +217,8 @@ def _data_config(args, binarize_default: str | None = None) -> DataConfig:
     return DataConfig(**_set(
         {"download": args.download}, name=args.dataset, binarize=args.binarize or binarize_default,
         data_dir=args.data_dir, subset=args.subset, test_fraction=args.test_fraction,
-        val_fraction=args.val_fraction, labels_per_class=args.labels_per_class))
+        val_fraction=args.val_fraction, labels_per_class=args.labels_per_class,
+        image_size=args.image_size, channels=args.channels))
 
 
 def _train_config(args) -> TrainConfig:

@@ -106,7 +106,8 @@ class DataConfig:
         if self.channels is not None:
             if not folder:
                 raise ValueError(f"channels applies to folder: data sets, not {self.name!r}")
-            check_choice("channels", self.channels, (1, 3))
+            if self.channels not in (1, 3) or isinstance(self.channels, bool):
+                raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels!r}")
 
     def resolved(self) -> DataConfig:
         """A copy whose file paths are absolute, so a run keeps finding its data from anywhere.
