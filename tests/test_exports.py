@@ -159,3 +159,11 @@ def test_encode_follows_each_model_family(tmp_path, model, model_config, keys, w
     assert sorted(codes) == keys and codes["z_loc"].shape == (359, width)
     run = load_run(tmp_path / "run")
     np.testing.assert_allclose(codes["z_loc"], run.model.encode(run.data.x_test).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("suffix,magic", [(".png", b"\x89PNG"), (".pdf", b"%PDF"), (".svg", b"<?xml")])
+def test_figures_are_written_in_the_format_their_suffix_names(runs, tmp_path, suffix, magic):
+    out = tmp_path / f"samples{suffix}"
+    assert main(["sample", str(runs["vae"]), "--n", "4", "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(magic)
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left behind

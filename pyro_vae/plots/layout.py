@@ -16,6 +16,8 @@ Example
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -72,14 +74,34 @@ def colour_map(name: str):
     return plt.get_cmap(name)
 
 
+#: Figure formats by file suffix; anything else (and a file object) is written as PNG.
+FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
+
+
 def save(fig, path):
-    """Write ``fig`` as PNG to ``path`` (a file name or a binary file object), close it, return ``path``."""
-    if not hasattr(path, "write"):
+    """Write ``fig`` to ``path`` (PNG, or PDF/SVG by suffix; a binary file object: PNG), close it.
+
+    A file is written beside its final name and moved into place, so a killed process never
+    leaves half a figure where an earlier one was. Returns ``path``.
+    """
+    try:
+        if hasattr(path, "write"):
+            fig.savefig(path, format="png", dpi=DPI)
+            return path
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=DPI)
-    plt.close(fig)
-    return path
+        fmt = FORMATS.get(path.suffix.lower(), "png")
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                fig.savefig(stream, format=fmt, dpi=DPI)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return path
+    finally:
+        plt.close(fig)
 
 
 def image_axes(grid_hw, n_panels=1, *, panel_width=7.0, max_height=7.0, left=0.15, right=0.15,
