@@ -269,3 +269,11 @@ def test_compare_ranks_vae_and_hvae(tmp_path, capsys):
     assert len(behind) == 1 and behind[0]["paired"]["vs"] in rows  # ranked and paired
     report = (out / "report.md").read_text()
     assert "| hvae |" in report and "| vae |" in report
+
+
+def test_a_huge_level_count_is_refused_before_sizes_are_derived():
+    """levels = 2**31 once made the config expand 2**31 ever larger sizes (minutes, gigabytes)."""
+    with pytest.raises(ValueError, match=r"levels must be at most 32, got 2147483648"):
+        HVAEConfig(levels=2**31)
+    with pytest.raises(ValueError, match=r"latent_dims must contain integers of at most"):
+        HVAEConfig(levels=32, latent_dim=2**40)

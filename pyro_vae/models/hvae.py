@@ -80,6 +80,9 @@ from .priors import PRIORS, StandardNormalPrior, build_prior
 
 #: Top-layer size when neither ``latent_dim`` nor ``latent_dims`` is given.
 DEFAULT_LATENT_DIM = 16
+#: The most stochastic layers accepted (derived sizes double per level: 16 * 2**31 is near the
+#: int64 limit, and a huge count must not be expanded into a tuple before it is refused).
+MAX_LEVELS = 32
 
 
 @dataclass
@@ -131,6 +134,8 @@ class HVAEConfig:
 
     def __post_init__(self):
         check_positive_int("levels", self.levels)
+        if self.levels > MAX_LEVELS:
+            raise ValueError(f"levels must be at most {MAX_LEVELS}, got {self.levels}")
         self.latent_dims = check_int_tuple("latent_dims", self.latent_dims)
         if self.latent_dim is not None:
             check_positive_int("latent_dim", self.latent_dim)
@@ -145,7 +150,8 @@ class HVAEConfig:
                     f"latent_dims[-1] = {self.latent_dims[-1]} (or be left out)")
         else:
             top = DEFAULT_LATENT_DIM if self.latent_dim is None else self.latent_dim
-            self.latent_dims = tuple(top * 2 ** (self.levels - level) for level in range(1, self.levels + 1))
+            self.latent_dims = check_int_tuple("latent_dims", tuple(
+                top * 2 ** (self.levels - level) for level in range(1, self.levels + 1)))
         self.latent_dim = self.latent_dims[-1]
         self.hidden_dims = check_int_tuple("hidden_dims", self.hidden_dims)
         check_choice("likelihood", self.likelihood, LIKELIHOODS)
