@@ -197,6 +197,10 @@ def load_model(path: str | os.PathLike, *, device=None, encoder=None, decoder=No
     (4, 2)
     """
     name = str(Path(path))
+    try:
+        target = None if device is None else torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a torch device; give cpu, cuda or cuda:N") from None
     checkpoint = load_checkpoint(path, map_location="cpu")  # checksum, weights only
     meta = _read_meta(name, checkpoint)
     state = checkpoint.get("state_dict")
@@ -223,8 +227,8 @@ def load_model(path: str | os.PathLike, *, device=None, encoder=None, decoder=No
         detail = " ".join(str(err).split())
         raise ValueError(f"saved model {name!r}: its weights do not fit the model built from it "
                          f"({detail[:300]})") from None
-    if device is not None:
-        model.to(device=torch.device(device))
+    if target is not None:
+        model.to(device=target)
     return model.eval()
 
 

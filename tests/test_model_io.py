@@ -114,6 +114,8 @@ def test_a_damaged_file_is_refused_in_one_line_naming_it(tmp_path):
         load_model(flipped)
     with pytest.raises(ValueError, match=r"missing\.pt.* does not exist"):
         load_model(tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match=r"device 'tpu' is not a torch device"):
+        load_model(path, device="tpu")
 
 
 def test_foreign_files_are_refused(tmp_path):
