@@ -239,15 +239,17 @@ def test_folder_options_apply_to_folders_only():
         load_dataset(DataConfig("folder:/nonexistent/images"))
 
 
-def test_cli_trains_on_a_colour_folder(tmp_path):
+def test_cli_trains_a_conv_vae_on_a_colour_folder(tmp_path):
     _write_images(tmp_path / "images", (6, 6, 3), per_class=8)
     out = tmp_path / "run"
     assert main(["train", "--dataset", f"folder:{tmp_path / 'images'}", "--image-size", "4",
-                 "--channels", "3", "--epochs", "1", "--latent-dim", "2", "--hidden-dims", "8",
+                 "--channels", "3", "--arch", "conv", "--conv-channels", "4,8",
+                 "--epochs", "1", "--latent-dim", "2", "--hidden-dims", "8",
                  "--eval-samples", "2", "--out", str(out), "--no-progress"]) == 0
     data = json.loads((out / "config.json").read_text())["data"]
     assert data["image_size"] == [4, 4] and data["channels"] == 3
     assert data["name"] == f"folder:{tmp_path / 'images'}"
+    assert json.loads((out / "config.json").read_text())["data_spec"]["image_shape"] == [3, 4, 4]
     assert main(["sample", str(out), "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
+from pyro_vae import load_model
 from pyro_vae.cli import main
 from pyro_vae.data import DataConfig, DataSpec, load_dataset
 from pyro_vae.inference import TrainConfig
@@ -105,6 +106,11 @@ def test_a_run_without_its_data_samples_but_does_not_evaluate(relative_run, tmp_
         assert (tmp_path / f"{kind}.png").stat().st_size > 0
     one_line_error(capsys, ["plot", run_dir, "--kind", "reconstructions", "--out", tmp_path / "r.png"],
                    "file not found", str(npz))
+    # the model saves without its data, and the saved file encodes exactly as the run's model
+    run.model.save(tmp_path / "model.pt")
+    restored = load_model(tmp_path / "model.pt")
+    x = torch.bernoulli(torch.full((5, 64), 0.4))
+    assert torch.equal(restored.encode(x), run.model.encode(x))
 
 
 def test_changed_data_is_refused_on_resume_and_evaluate(relative_run, capsys):
