@@ -11,7 +11,8 @@ Example
 
 __version__ = "0.1.0"
 
-from .data import DataConfig, Dataset, load_dataset  # noqa: E402
+from .data import DataConfig, Dataset, DataSpec, load_dataset  # noqa: E402
+from .exports import encode_run, sample_run  # noqa: E402
 from .inference import (  # noqa: E402
     Callback,
     FitResult,
@@ -41,9 +42,8 @@ from .runs import RunConfig, evaluate_run, load_run, resume_run, train_run  # no
 
 __all__ = [
     "CVAE", "HVAE", "HVAEConfig", "Mixture", "MixtureConfig", "PPCA", "PPCAConfig",
-    "Callback", "DataConfig", "Dataset", "FitResult", "GenerativeModel", "MODELS", "RunConfig",
-    "TrainConfig", "VAE", "VAEConfig", "__version__", "elbo", "evaluate", "evaluate_run", "fit",
-    "load_dataset", "load_model", "load_plugin", "load_run", "log_importance_weights", "log_likelihood", "register",
-    "resume_run",
-    "train_run",
+    "Callback", "DataConfig", "DataSpec", "Dataset", "FitResult", "GenerativeModel", "MODELS", "RunConfig",
+    "TrainConfig", "VAE", "VAEConfig", "__version__", "elbo", "encode_run", "evaluate", "evaluate_run", "fit",
+    "load_dataset", "load_model", "load_plugin", "load_run", "log_importance_weights", "log_likelihood",
+    "register", "resume_run", "sample_run", "train_run",
 ]
