@@ -11,7 +11,9 @@ Layouts (those of ``torchvision.datasets.ImageFolder``):
 Files whose extension is not an image's (torchvision's list: .png, .jpg, .jpeg, .bmp, .pgm,
 .ppm, .tif, .tiff, .webp) are skipped, as are hidden files. Every image becomes 8-bit grey
 (``channels=1``) or RGB (``channels=3``; an alpha channel is dropped); by default grey if every
-image is grey, else RGB. Without ``image_size`` every image must have the same size; with it,
+image is grey, else RGB. 16-bit grey images (and 32-bit integer ones holding 0..65535) are
+scaled to 8 bits (``v / 257``, rounded); floating-point images (Pillow mode ``F``) have no
+fixed range and are refused. Without ``image_size`` every image must have the same size; with it,
 each is resized to ``(H, W)`` (bilinear, with Pillow's antialiasing). An empty folder, a
 mixture of sizes, or a file that is not a readable image is refused in one line naming it.
 
@@ -97,8 +99,30 @@ def _open(path: Path):
 
     try:
         return Image.open(path)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    # DecompressionBombError: a declared size over Pillow's limit (Image.MAX_IMAGE_PIXELS)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as err:
         raise ValueError(f"{path}: not a readable image ({err})") from None
+
+
+#: Pillow modes of integer grey levels wider than 8 bits, scaled to 8 bits by :func:`_eight_bit`.
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _eight_bit(image, path: Path):
+    """``image`` with 16-bit grey levels scaled to 8 bits (``convert("L")`` would clip them
+    at 255); a floating-point image, or 32-bit levels outside 0..65535, ``ValueError``."""
+    from PIL import Image  # noqa: PLC0415
+
+    if image.mode == "F":
+        raise ValueError(f"{path}: floating-point pixels (Pillow mode F) have no fixed range; "
+                         f"accepted: 8- or 16-bit images")
+    if image.mode not in _WIDE_MODES:
+        return image
+    levels = np.asarray(image).astype(np.int64)  # (H, W)
+    if levels.size and (levels.min() < 0 or levels.max() > 65535):
+        raise ValueError(f"{path}: 32-bit grey levels in {levels.min()}..{levels.max()}; accepted: "
+                         f"8- or 16-bit images (levels 0..65535)")
+    return Image.fromarray(((levels + 128) // 257).astype(np.uint8), "L")
 
 
 def _decode(path: Path, channels: int, size: tuple[int, int] | None) -> np.ndarray:
@@ -108,10 +132,14 @@ def _decode(path: Path, channels: int, size: tuple[int, int] | None) -> np.ndarr
     with _open(path) as image:
         try:
             image.load()
-            converted = image.convert("L" if channels == 1 else "RGB")
+        except (OSError, ValueError, SyntaxError) as err:  # truncated or corrupt pixel data
+            raise ValueError(f"{path}: not a readable image ({err})") from None
+        eight = _eight_bit(image, path)
+        try:
+            converted = eight.convert("L" if channels == 1 else "RGB")
             if size is not None and converted.size != (size[1], size[0]):
                 converted = converted.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        except (OSError, ValueError, SyntaxError) as err:  # truncated or corrupt pixel data
+        except (OSError, ValueError, SyntaxError) as err:  # a conversion Pillow cannot make
             raise ValueError(f"{path}: not a readable image ({err})") from None
         pixels = np.asarray(converted, dtype=np.uint8)  # (H, W) or (H, W, 3)
     return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
