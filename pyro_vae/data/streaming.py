@@ -121,12 +121,14 @@ def as_loader(data, batch_size: int, *, shuffle: bool = True, pin_memory: bool =
 
 
 def to_model_batch(batch, *, data_dim: int | None = None, device=None, dtype=None,
-                   what: str = "batch") -> tuple[torch.Tensor, torch.Tensor | None]:
+                   what: str = "batch", label_range: tuple[int, int] | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One loader batch (``x``, ``(x,)`` or ``(x, y)``) as ``(x (N, D), y (N,) or None)``.
 
     ``x`` is flattened, checked against ``data_dim`` (the model's pixel count, where given)
-    and moved to ``device``/``dtype`` (asynchronously from pinned memory); ``y`` is moved to
-    ``device`` as int64.
+    and moved to ``device``/``dtype`` (asynchronously from pinned memory); ``y`` is checked
+    to lie in ``label_range`` (``(low, high)``, where given and ``y`` is on the CPU, so
+    without a device sync) and moved to ``device`` as int64.
     """
     if isinstance(batch, dict):
         raise TypeError(f"{what}: a dict; the loader must yield x or (x, y) tensors")
@@ -141,11 +143,18 @@ def to_model_batch(batch, *, data_dim: int | None = None, device=None, dtype=Non
                         f"torchvision.transforms.ToTensor())")
     if x.dim() < 2 or x.shape[0] == 0:
         raise ValueError(f"{what}: x must have shape (N, D), (N, H, W) or (N, C, H, W), got {tuple(x.shape)}")
+    if x.dtype == torch.bool or x.is_complex():
+        raise TypeError(f"{what}: x must hold real numbers, got dtype {x.dtype}")
     x = x.reshape(x.shape[0], -1)
     if data_dim is not None and x.shape[1] != data_dim:
         raise ValueError(f"{what}: x has {x.shape[1]} values per example but the model expects "
                          f"data_dim {data_dim}")
     y = _checked_labels(y, x.shape[0], what)
+    if label_range is not None and y is not None and y.device.type == "cpu" and y.numel():
+        low, high = int(y.min()), int(y.max())
+        if low < label_range[0] or high > label_range[1]:
+            raise ValueError(f"{what}: labels must lie in [{label_range[0]}, {label_range[1]}], got "
+                             f"values in [{low}, {high}]")
     non_blocking = x.is_pinned()
     if dtype is None and not x.is_floating_point():
         dtype = torch.get_default_dtype()

@@ -284,19 +284,33 @@ def _length(loader) -> int | None:
         return None
 
 
-def _loader_batches(model, loader, device: torch.device, epoch: int):
+def _loader_batches(model, loader, device: torch.device, epoch: int, finite: list):
     """The loader's batches on the model's device and dtype; the epoch's first batch is
-    validated as ``fit`` validates a Dataset (one host sync per epoch), every batch's shape."""
+    validated as ``fit`` validates a Dataset (one host sync per epoch), every batch's shape
+    and (on the CPU, before they move) labels. ``finite`` gets each batch's flag "no NaN or
+    Inf pixel", a device tensor read only when the epoch's loss is not finite."""
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    classes = getattr(model, "num_classes", None)
+    partial = bool(getattr(model, "partial_labels", False))  # M2: -1 marks an unlabelled row
+    label_range = (-1 if partial else 0, classes - 1) if classes and (model.needs_labels or partial) else None
     for i, batch in enumerate(loader):
         x, y = to_model_batch(batch, data_dim=model.data_dim, device=device, dtype=dtype,
-                              what=f"epoch {epoch}, batch {i + 1}")
+                              what=f"epoch {epoch}, batch {i + 1}", label_range=label_range)
+        finite.append(torch.isfinite(x).all())
         if i == 0:
             if model.needs_labels and y is None:
                 raise ValueError(f"model {type(model).__name__} needs labels but the loader's batches "
                                  f"hold no y; yield (x, y)")
             model.validate_data(x, y, name=f"epoch {epoch}, batch 1 of the training data")
         yield x, y
+
+
+def _check_finite_batches(flags: list, epoch: int) -> None:
+    """``ValueError`` naming the first streamed batch of the epoch that held NaN or Inf pixels."""
+    if flags and not bool(torch.stack(flags).all()):
+        bad = int((~torch.stack(flags)).nonzero()[0, 0]) + 1
+        raise ValueError(f"epoch {epoch}, batch {bad} of the training data contains NaN or Inf "
+                         f"values; the loader must yield finite pixels")
 
 
 def _is_terminal(stream) -> bool:
@@ -348,8 +362,9 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
     step_losses = []  # per-step loss tensors, kept on the device until the epoch ends
     step_norms = []  # per-step gradient norms (before clipping), likewise
     n_seen = 0
+    finite_batches = []  # a DataLoader's per-batch flags (device tensors): no NaN or Inf pixel
     if not isinstance(data, Dataset):  # a DataLoader: its batches, checked and moved one by one
-        batches, num_batches = _loader_batches(model, data, device, epoch), _length(data)
+        batches, num_batches = _loader_batches(model, data, device, epoch, finite_batches), _length(data)
     elif world > 1:  # this process's shard; its RNG stream reseeded from (seed, epoch, rank)
         distributed.seed_epoch(config.seed, epoch)
         batches, num_batches = distributed.shard_batches(data, config.batch_size, config.seed, epoch)
@@ -408,6 +423,7 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
         n_seen *= world
     finite = torch.isfinite(losses)
     if not bool(finite.all()):
+        _check_finite_batches(finite_batches, epoch)  # bad data, not divergence
         bad_step = int((~finite).nonzero()[0, 0]) + 1
         raise NonFiniteLossError(
             f"non-finite loss at epoch {epoch}, step {bad_step} of the epoch (global step "
@@ -421,6 +437,7 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
     finite_params = torch.stack([torch.isfinite(p).all() for p in params]).all() if params else None
     grad_norm = torch.stack(step_norms).double().mean().item()
     if (finite_params is not None and not bool(finite_params)) or not math.isfinite(grad_norm):
+        _check_finite_batches(finite_batches, epoch)
         raise NonFiniteLossError(
             f"non-finite parameters after epoch {epoch} (global step "
             f"{state.step + len(step_losses)} at the latest): a gradient was NaN or infinite "
