@@ -34,7 +34,8 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ..data.streaming import batches, is_streamed
+from ..data import Dataset
+from ..data.streaming import _pair, batches, is_streamed
 from ..errors import check_positive_int
 from ..models.base import labels_for
 from .tracing import record_sites, scaled_log_prob, scored_sites
@@ -158,6 +159,21 @@ def _model_float(model) -> tuple[torch.device, torch.dtype] | None:
         if t.is_floating_point():
             return t.device, t.dtype
     return None
+
+
+def _unpack(data, y):
+    """``(x, y)`` of an ``(x, y)`` pair, a TensorDataset or a :class:`~pyro_vae.data.Dataset`
+    (its test split); a tensor and streamed data (a torch Dataset, a DataLoader) as given."""
+    if isinstance(data, Dataset):
+        data = data.split("test")
+    elif isinstance(data, torch.Tensor) or is_streamed(data):
+        return data, y
+    pair = _pair(data)
+    if pair is None:
+        return data, y  # refused by _prepare_inputs, naming what it got
+    if y is not None:
+        raise ValueError(f"y must be None when x is a {type(data).__name__} of (x, y): it carries the labels")
+    return pair
 
 
 def _prepare_inputs(model, x, y):
@@ -294,6 +310,7 @@ def elbo(model, x, y=None, *, num_samples: int = 1, batch_size: int = 1000,
     torch.Size([8])
     """
     _check_counts(num_samples, batch_size, sample_chunk)
+    x, y = _unpack(x, y)
     if is_streamed(x):
         return _streamed(lambda xb, yb: elbo(model, xb, yb, num_samples=num_samples, batch_size=batch_size,
                                              sample_chunk=sample_chunk), x, y, batch_size, num_samples)
@@ -356,6 +373,7 @@ def log_likelihood(model, x, y=None, *, num_samples: int = 1000, batch_size: int
     :func:`elbo`.
     """
     _check_counts(num_samples, batch_size, sample_chunk)
+    x, y = _unpack(x, y)
     if is_streamed(x):
         return _streamed(lambda xb, yb: log_likelihood(model, xb, yb, num_samples=num_samples,
                                                        batch_size=batch_size, sample_chunk=sample_chunk),
@@ -407,6 +425,7 @@ def evaluate_per_example(model, x, y=None, *, num_samples: int = 1000, elbo_samp
     """
     _check_counts(num_samples, batch_size, sample_chunk)
     check_positive_int("elbo_samples", elbo_samples)
+    x, y = _unpack(x, y)
     if is_streamed(x):
         return _streamed_evaluation(model, x, y, num_samples=num_samples, elbo_samples=elbo_samples,
                                     batch_size=batch_size, sample_chunk=sample_chunk, pixel_max=pixel_max)
