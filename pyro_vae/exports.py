@@ -9,8 +9,8 @@
   ``y`` (where the data has labels); :func:`write_codes` writes them as an ``.npz`` that
   ``np.load`` reads without pickle.
 
-Every write is atomic (a temporary file renamed into place) and never replaces an existing
-file unless asked (``overwrite=True``, the CLI's ``--overwrite``).
+Every write is atomic (a temporary file renamed into place), creates missing directories, and
+never replaces an existing file unless asked (``overwrite=True``, the CLI's ``--overwrite``).
 
 Example
 -------
@@ -275,10 +275,12 @@ def write_codes(path, codes: dict, *, overwrite: bool = False) -> Path:
 
 
 def _write_atomic(path: Path, fill, overwrite: bool) -> None:
-    """Render into memory with ``fill(buffer)``, then write ``path`` atomically (checked again)."""
+    """Render into memory with ``fill(buffer)``, then write ``path`` atomically (checked again),
+    creating its missing directories as a figure's are."""
     buffer = io.BytesIO()
     fill(buffer)
     check_out_file(path, (path.suffix.lower(),), overwrite=overwrite)  # it may have appeared since
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, lambda handle: handle.write(buffer.getvalue()))
 
 
