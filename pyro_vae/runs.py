@@ -226,8 +226,14 @@ def _config_record(config: RunConfig, data: dict) -> dict:
 
 
 def _load_run_data(run_dir: Path, config: RunConfig, record: dict) -> Dataset:
-    """The run's data set (CPU, as loaded), checked against its recorded fingerprint."""
-    return check_data(load_dataset(config.data), record.get("data_fingerprint"), run_dir)
+    """The run's data set (CPU, as loaded), checked against its recorded fingerprint and spec."""
+    data = check_data(load_dataset(config.data), record.get("data_fingerprint"), run_dir)
+    spec = record.get("data_spec")
+    if spec is not None and spec != data.spec:  # config.json edited: the model would be built wrong
+        raise ValueError(f"run configuration {str(Path(run_dir) / CONFIG_FILE)!r}: field data_spec "
+                         f"{spec.to_dict()} does not describe the run's data {data.name!r}, which "
+                         f"has {data.spec.to_dict()}")
+    return data
 
 
 def _checkpoint_config(config: RunConfig) -> dict:
