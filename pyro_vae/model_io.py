@@ -171,6 +171,26 @@ def _networks(name: str, meta: dict, given: dict) -> dict:
     return {key: net for key, net in given.items() if net is not None}
 
 
+def _check_shapes(name: str, state: dict, build) -> None:
+    """Refuse weights whose names or shapes differ from those of ``build()``'s model, built on
+    the meta device first (no memory): sizes in a damaged file's meta cannot claim gigabytes."""
+    try:
+        with torch.device("meta"):
+            shapes = {key: tuple(value.shape) for key, value in build().state_dict().items()}
+    except Exception:  # noqa: BLE001  (a model that cannot be built there is checked after the real build)
+        return
+    saved = {key: tuple(value.shape) for key, value in state.items()}
+    missing, unexpected = sorted(shapes.keys() - saved.keys()), sorted(saved.keys() - shapes.keys())
+    sizes = sorted(key for key in shapes.keys() & saved.keys() if shapes[key] != saved[key])
+    problems = [f"{what}: {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
+                for what, keys in (("Missing key(s)", missing), ("Unexpected key(s)", unexpected)) if keys]
+    problems += [f"size mismatch for {key}: {saved[key]} in the file, {shapes[key]} in the model"
+                 for key in sizes[:1]]
+    if problems:
+        raise ValueError(f"saved model {name!r}: its weights do not fit the model built from it "
+                         f"({'; '.join(problems)})")
+
+
 def load_model(path: str | os.PathLike, *, device=None, encoder=None, decoder=None):
     """Load a model written by :meth:`~pyro_vae.models.GenerativeModel.save`, in evaluation mode.
 
@@ -217,9 +237,14 @@ def load_model(path: str | os.PathLike, *, device=None, encoder=None, decoder=No
     except (TypeError, ValueError) as err:
         raise ValueError(f"saved model {name!r} has an invalid model_config ({err})") from None
     networks = _networks(name, meta, {"encoder": encoder, "decoder": decoder})
+    sizes = {"num_classes": meta["num_classes"], "image_shape": tuple(meta["image_shape"]), **networks}
     with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's RNG as it was
-        model = model_cls(meta["data_dim"], config, num_classes=meta["num_classes"],
-                          image_shape=tuple(meta["image_shape"]), **networks)
+        if not networks:
+            _check_shapes(name, state, lambda: model_cls(meta["data_dim"], config, **sizes))
+        try:
+            model = model_cls(meta["data_dim"], config, **sizes)
+        except ValueError as err:
+            raise ValueError(f"saved model {name!r}: {err}") from None
     model.to(dtype=_DTYPES[meta["dtype"]])
     try:
         model.load_state_dict(state)
