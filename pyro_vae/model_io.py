@@ -226,6 +226,10 @@ def load_model(path: str | os.PathLike, *, device=None, encoder=None, decoder=No
     state = checkpoint.get("state_dict")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"saved model {name!r} has a malformed state_dict (a dict of tensors expected)")
+    bad = next((key for key, value in state.items()
+                if value.is_floating_point() and not bool(torch.isfinite(value).all())), None)
+    if bad is not None:  # a model trained to NaN, or a damaged file with a valid checksum
+        raise ValueError(f"saved model {name!r} has non-finite weights ({bad} holds NaN or Inf)")
     config_cls, model_cls = _model_class(name, meta)
     raw = meta["model_config"]
     known = {f.name for f in dataclasses.fields(config_cls)}

@@ -337,3 +337,16 @@ def test_a_data_file_replaced_by_another_of_the_same_name_is_refused(npz_run, tm
         one_line_error(capsys, command, "changed", "fingerprint")
     assert (work / "run" / "metrics.json").read_bytes() == metrics and not (work / "c.npz").exists()
     main_ok(capsys, ["sample", work / "run", "--n", "2", "--out", work / "s.npy"])  # needs no data
+
+
+def test_sizes_that_cannot_be_meant_are_refused_before_anything_is_built(tmp_path):
+    with pytest.raises(ValueError, match="conv_channels holds at most 8 layers"):
+        VAEConfig(arch="conv", conv_channels=(4,) * 9)
+    with pytest.raises(ValueError, match=r"image_size must be at most 4096 per side, got \(5000, 2\)"):
+        DataConfig("folder:x", image_size=(5000, 2))
+    vae = VAE(64, VAEConfig(latent_dim=2, hidden_dims=(8,)))
+    with torch.no_grad():
+        next(vae.parameters()).fill_(float("nan"))
+    vae.save(tmp_path / "nan.pt")
+    with pytest.raises(ValueError, match="non-finite weights"):
+        load_model(tmp_path / "nan.pt")

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 #: defined (:mod:`pyro_vae.data.dataset`, :mod:`~pyro_vae.data.idx`, :mod:`~pyro_vae.data.matlab`).
 DATASETS: Registry = Registry("dataset")
 
+#: The largest ``image_size`` side a folder's images are resized to.
+MAX_IMAGE_SIDE = 4096
+
 #: Sources named by a path, ``KIND:PATH`` (the loaders live in :mod:`pyro_vae.data.dataset`).
 PATH_SOURCES = ("npz", "folder")
 
@@ -102,6 +105,8 @@ class DataConfig:
                 size = size * 2
             if len(size) != 2:
                 raise ValueError(f"image_size must be H or (H, W), got {self.image_size!r}")
+            if max(size) > MAX_IMAGE_SIDE:  # every image is decoded at this size, then kept
+                raise ValueError(f"image_size must be at most {MAX_IMAGE_SIDE} per side, got {size}")
             self.image_size = size
         if self.channels is not None:
             if not folder:

@@ -42,7 +42,7 @@ from torch.utils.data import Dataset as TorchDataset
 from .dataset import Dataset
 
 
-def _pair(data) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+def tensor_pair(data) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """``(x, y)`` of a tensor, a pair of tensors or a TensorDataset; None for anything else."""
     if isinstance(data, torch.Tensor):
         return data, None
@@ -90,7 +90,7 @@ def in_memory(data, *, name: str = "tensors") -> Dataset | None:
     >>> data.x_train.shape, data.image_shape, data.num_classes
     (torch.Size([6, 18]), (2, 3, 3), 3)
     """
-    pair = _pair(data)
+    pair = tensor_pair(data)
     if pair is None:
         return None
     x, y = pair
@@ -171,7 +171,7 @@ def batches(data, batch_size: int = 1000, *, data_dim: int | None = None, device
     Tensors and TensorDatasets are sliced (``batch_size`` rows at a time); a torch Dataset is
     read through a DataLoader without shuffling; a DataLoader yields its own batches.
     """
-    pair = _pair(data)
+    pair = tensor_pair(data)
     if pair is not None:
         x, y = pair
         x = x.reshape(x.shape[0], -1) if x.dim() > 2 else x

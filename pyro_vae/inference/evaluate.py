@@ -35,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import Dataset
-from ..data.streaming import _pair, batches, is_streamed
+from ..data.streaming import batches, is_streamed, tensor_pair
 from ..errors import check_positive_int
 from ..models.base import labels_for
 from .tracing import record_sites, scaled_log_prob, scored_sites
@@ -168,7 +168,7 @@ def _unpack(data, y):
         data = data.split("test")
     elif isinstance(data, torch.Tensor) or is_streamed(data):
         return data, y
-    pair = _pair(data)
+    pair = tensor_pair(data)
     if pair is None:
         return data, y  # refused by _prepare_inputs, naming what it got
     if y is not None:

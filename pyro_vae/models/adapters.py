@@ -45,6 +45,10 @@ ARCHS = ("conv", "mlp")
 DEFAULT_CONV_CHANNELS = (32, 64)
 
 
+#: The most stride-2 conv layers: 2**8 = 256 pixels of padding granularity per side.
+MAX_CONV_LAYERS = 8
+
+
 def check_arch(arch, conv_channels) -> tuple[int, ...]:
     """Validate the ``arch``/``conv_channels`` fields of a model config; return the channels
     as a tuple (at least one: one stride-2 convolution each; read by ``arch="conv"`` only).
@@ -63,6 +67,9 @@ def check_arch(arch, conv_channels) -> tuple[int, ...]:
     if not channels:
         raise ValueError("conv_channels must hold at least one channel count (one stride-2 "
                          "convolution each), got []")
+    if len(channels) > MAX_CONV_LAYERS:  # each layer doubles the padded image side
+        raise ValueError(f"conv_channels holds at most {MAX_CONV_LAYERS} layers (the image is padded to "
+                         f"a multiple of 2**layers per side), got {len(channels)}")
     return channels
 
 
