@@ -36,16 +36,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 from pathlib import Path
 
-import pyro
 import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .models import MODELS, ImageInput, ImageOutput
 from .models.nets import GaussianHead
 from .registry import plugins_used
+from .runconfig import versions
 
 #: What marks a file as a saved model (a run's checkpoint.pt has no ``kind``).
 MODEL_FILE_KIND = "pyro_vae.model"
@@ -73,13 +72,6 @@ def registry_name(model) -> str:
         raise TypeError(f"model class {type(model).__name__} is not registered in pyro_vae.models.MODELS "
                         f"with its config class; register it (@register('model', NAME)) to save it")
     return names[0]
-
-
-def _versions() -> dict:
-    from . import __version__  # noqa: PLC0415  (the package imports this module)
-
-    return {"pyro_vae": __version__, "torch": str(torch.__version__), "pyro": str(pyro.__version__),
-            "python": platform.python_version()}
 
 
 def _unwrapped(module):
@@ -114,7 +106,7 @@ def save_model(model, path: str | os.PathLike) -> None:
     user = {key: type(_unwrapped(getattr(model, key))).__name__ for key in getattr(model, "user_networks", ())}
     meta = {"model": name, "model_config": config, "data_dim": model.data_dim,
             "image_shape": list(image_shape), "num_classes": getattr(model, "num_classes", None),
-            "dtype": dtype, "versions": _versions(), "plugins": plugins_used(names), "user_networks": user}
+            "dtype": dtype, "versions": versions(), "plugins": plugins_used(names), "user_networks": user}
     state = {key: value.detach().to("cpu") for key, value in model.state_dict().items()}
     save_checkpoint(path, {"kind": MODEL_FILE_KIND, "model_format": MODEL_FORMAT,
                            "meta": json.dumps(meta, allow_nan=False), "state_dict": state})

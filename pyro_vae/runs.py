@@ -37,9 +37,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import platform
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyro
@@ -47,10 +46,10 @@ import torch
 
 from . import __version__
 from .checkpoint import load_checkpoint, save_checkpoint, validate_train_state
-from .data import DataConfig, Dataset, DataSpec, load_dataset, split_generator
-from .errors import allocation_message, check_choice, check_instance, check_positive_int, is_allocation_error
+from .data import Dataset, DataSpec, load_dataset, split_generator
+from .errors import allocation_message, check_positive_int, is_allocation_error
 from .inference import distributed
-from .inference.config import DTYPES, TrainConfig, resolve_device, stored_device, training_curve_key
+from .inference.config import DTYPES, resolve_device, stored_device, training_curve_key
 from .inference.evaluate import evaluate_per_example, fingerprint, latent_diagnostics
 from .inference.state import Callback, NonFiniteLossError
 from .inference.train import (
@@ -58,9 +57,18 @@ from .inference.train import (
     validate_training_data,
 )
 from .jsonio import Finite, NotRequired, Optional, check_schema
-from .models import GUIDES, LIKELIHOODS, MODELS
 from .models.base import labels_for
-from .registry import load_recorded_plugins, plugins_used
+from .registry import load_recorded_plugins
+from .runconfig import (  # noqa: F401  (RunConfig, build_model ...: importable from here as before)
+    RunConfig,
+    build_model,
+    checkpoint_config,
+    config_record,
+    default_binarize,
+    field_default,
+    versions,
+    without_defaults,
+)
 from .rundata import check_data, data_fingerprint, data_record, read_data_record  # noqa: F401
 from .rundir_lock import RunDirLock
 from .runfiles import (  # noqa: F401
@@ -85,146 +93,6 @@ _SELECTION_SCHEMA = Optional({"best_epoch": Optional(int), "best_score": Optiona
                               "evaluations_since_best": int, "stopped_early": bool,
                               "extra": NotRequired(dict)})
 
-# Training settings that may differ between a checkpoint and the run resuming it.
-_RESUMABLE_CHANGES = {"epochs", "device", "progress", "eval_every", "detect_anomaly", "log"}
-
-
-@dataclass
-class RunConfig:
-    """Everything that defines a run: which model with which settings, on which data, how trained.
-
-    ``model_config`` holds the fields of the model's own config dataclass (see
-    :data:`pyro_vae.models.MODELS`); missing fields take that dataclass's defaults.
-    ``eval_samples`` is the number of importance samples of the final log-likelihood estimate.
-    """
-
-    model: str = "vae"
-    model_config: dict = field(default_factory=dict)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval_samples: int = 1000
-
-    def __post_init__(self):
-        check_instance("data", self.data, DataConfig, "build one with DataConfig(...)")
-        check_instance("train", self.train, TrainConfig, "build one with TrainConfig(...)")
-        check_choice("model", self.model, MODELS)
-        if not isinstance(self.model_config, dict):
-            if not dataclasses.is_dataclass(self.model_config) or isinstance(self.model_config, type):
-                raise TypeError(f"model_config must be a dict of the model's config fields or its "
-                                f"config dataclass, got {self.model_config!r}")
-            self.model_config = dataclasses.asdict(self.model_config)
-        self.model_config = dataclasses.asdict(self.model_config_object())
-        check_positive_int("eval_samples", self.eval_samples)
-        if self.train.patience and not self.data.val_fraction:
-            raise ValueError(f"patience {self.train.patience} needs a validation split to watch; "
-                             f"give --val-fraction > 0")
-        model_cls = MODELS[self.model][1]
-        if self.data.labels_per_class is not None and not getattr(model_cls, "partial_labels", False):
-            raise ValueError(
-                f"labels_per_class {self.data.labels_per_class} applies to models that learn from "
-                f"partial labels (m2); model {self.model!r} takes none")
-        if getattr(model_cls, "sums_out_labels", False) and self.train.objective != "elbo":
-            raise ValueError(
-                f"objective {self.train.objective!r} does not support model {self.model!r}, whose "
-                f"unlabelled examples' labels are summed out by enumeration; use --objective elbo")
-        guide = self.model_config.get("guide")
-        if self.train.objective == "iwae" and guide is not None and not GUIDES.get(guide).has_density:
-            raise ValueError(
-                f"--guide {guide} cannot be combined with --objective iwae: a point-mass guide has "
-                "no density, so the importance weights are undefined; use --objective elbo"
-            )
-
-    def model_config_object(self):
-        """The model's config dataclass built from ``model_config`` (validates its fields)."""
-        config_cls = MODELS[self.model][0]
-        known = {f.name for f in dataclasses.fields(config_cls)}
-        unknown = sorted(set(self.model_config) - known)
-        if unknown:
-            raise ValueError(
-                f"option(s) {', '.join(unknown)} do not apply to model {self.model!r}; "
-                f"it accepts: {', '.join(sorted(known))}"
-            )
-        return config_cls(**self.model_config)
-
-    def to_dict(self) -> dict:
-        return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples -> lists, plain JSON
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> RunConfig:
-        if not isinstance(raw, dict):
-            raise ValueError(f"run configuration must be a JSON object, got {type(raw).__name__}")
-        try:
-            return cls(
-                model=raw["model"],
-                model_config=dict(raw.get("model_config", {})),
-                data=DataConfig(**raw.get("data", {})),
-                train=TrainConfig(**raw.get("train", {})),
-                eval_samples=raw.get("eval_samples", 1000),
-            )
-        except KeyError as err:
-            raise ValueError(f"run configuration lacks the key {err}") from err
-        except TypeError as err:
-            raise ValueError(f"run configuration has an unknown or invalid field: {err}") from err
-
-
-def default_binarize(model: str, model_config: dict) -> str:
-    """``dynamic`` for models scoring binary pixels, ``none`` for densities over grey levels.
-
-    Unknown names are left for :class:`RunConfig` to refuse with its own message.
-    """
-    if model not in MODELS:
-        return "dynamic"
-    try:
-        config = MODELS[model][0](**model_config)
-    except (TypeError, ValueError):
-        return "dynamic"
-    likelihood = getattr(config, "likelihood", None)
-    if likelihood is None:  # a Gaussian model of its own (PPCA)
-        return "none"
-    return "dynamic" if getattr(LIKELIHOODS.get(likelihood), "discrete", True) else "none"
-
-
-def build_model(config: RunConfig, data: Dataset, *, init: bool = True):
-    """Build the model of ``config`` for ``data``, seeded by ``train.seed``.
-
-    ``init``: run its data-dependent initialization (PPCA's SVD, the mixture's k-means++
-    seeding: seconds on a large data set). Callers about to load a checkpoint pass False,
-    since every weight is then overwritten.
-    """
-    config_cls, model_cls = MODELS[config.model]
-    pyro.set_rng_seed(config.train.seed)
-    model_config = config.model_config_object()
-    try:
-        model = model_cls(data.data_dim, model_config, num_classes=data.num_classes,
-                          image_shape=tuple(data.image_shape))
-        model.to(dtype=DTYPES[config.train.dtype])
-    except (RuntimeError, MemoryError) as err:
-        if not is_allocation_error(err):
-            raise
-        sizes = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(model_config).items()
-                          if isinstance(v, (int, tuple)) and not isinstance(v, bool))
-        raise ValueError(f"model {config.model!r} cannot be built with {sizes}: "
-                         f"{allocation_message(err)}; choose smaller sizes") from None
-    if init:
-        model.init_from_data(data.x_train.to(dtype=DTYPES[config.train.dtype]), data.y_train)
-    return model
-
-
-def _versions() -> dict:
-    return {"pyro_vae": __version__, "torch": str(torch.__version__), "pyro": str(pyro.__version__),
-            "python": platform.python_version()}
-
-
-def _config_record(config: RunConfig, data: dict) -> dict:
-    """config.json: the settings, the data's spec and fingerprint (``data``, see
-    :func:`pyro_vae.rundata.data_record`), the plug-ins whose names they use, the library versions."""
-    model_config = config.model_config
-    names = {"model": config.model, "prior": model_config.get("prior"),
-             "likelihood": model_config.get("likelihood"), "guide": model_config.get("guide"),
-             "objective": config.train.objective, "dataset": config.data.name}
-    return {**config.to_dict(), **data, "plugins": plugins_used(names), "versions": _versions()}
-
-
 def _load_run_data(run_dir: Path, config: RunConfig, record: dict) -> Dataset:
     """The run's data set (CPU, as loaded), checked against its recorded fingerprint and spec."""
     data = check_data(load_dataset(config.data), record.get("data_fingerprint"), run_dir)
@@ -234,40 +102,6 @@ def _load_run_data(run_dir: Path, config: RunConfig, record: dict) -> Dataset:
                          f"{spec.to_dict()} does not describe the run's data {data.name!r}, which "
                          f"has {data.spec.to_dict()}")
     return data
-
-
-def _checkpoint_config(config: RunConfig) -> dict:
-    """The part of the configuration a checkpoint must match to be resumed."""
-    raw = config.to_dict()
-    raw["train"] = {k: v for k, v in raw["train"].items() if k not in _RESUMABLE_CHANGES}
-    return raw
-
-
-def _without_defaults(raw) -> dict:
-    """``raw`` less the settings at their defaults (training, data and model), for comparing a
-    checkpoint's configuration with config.json: a setting added in a later version (absent
-    from older checkpoints) then matches as long as the run leaves it at its default."""
-    if not isinstance(raw, dict):
-        return raw
-    sections = {"train": TrainConfig, "data": DataConfig}
-    if raw.get("model") in MODELS:
-        sections["model_config"] = MODELS.get(raw["model"])[0]
-    out = dict(raw)
-    for key, cls in sections.items():
-        if isinstance(raw.get(key), dict):
-            defaults = {f.name: field_default(f) for f in dataclasses.fields(cls)}
-            defaults = json.loads(json.dumps(defaults, default=str))  # tuples as lists, as stored
-            out[key] = {k: v for k, v in raw[key].items() if k not in defaults or v != defaults[k]}
-    return out
-
-
-def field_default(f: dataclasses.Field):
-    """A dataclass field's default value (its factory's product), None where it has none."""
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return None
 
 
 class CheckpointCallback(Callback):
@@ -281,7 +115,7 @@ class CheckpointCallback(Callback):
     def __init__(self, run_dir: Path, config: RunConfig):
         self.path = Path(run_dir) / CHECKPOINT_FILE
         self.best_path = Path(run_dir) / BEST_FILE
-        self.config = _checkpoint_config(config)
+        self.config = checkpoint_config(config)
 
     def on_epoch_end(self, model, state):
         if state.improved:
@@ -289,13 +123,13 @@ class CheckpointCallback(Callback):
                 "model": model.state_dict(),
                 "epoch": state.epoch,
                 "config": json.dumps(self.config, sort_keys=True),
-                "versions": _versions(),
+                "versions": versions(),
             })
         save_checkpoint(self.path, {
             "model": model.state_dict(),
             "train_state": state.state_dict(),
             "config": json.dumps(self.config, sort_keys=True),
-            "versions": _versions(),
+            "versions": versions(),
         })
 
 
@@ -346,7 +180,7 @@ def train_run(config: RunConfig, out_dir, *, overwrite: bool = False, callbacks=
 
     def prepare():
         prepare_out_dir(out_dir, overwrite)  # checks again, now under the lock
-        write_config(out_dir, _config_record(config, data_entries))
+        write_config(out_dir, config_record(config, data_entries))
 
     # Rank 0 holds the directory's lock while it writes (released if the process dies).
     with RunDirLock(out_dir, create=True) if main else nullcontext():
@@ -412,7 +246,7 @@ def _resume_locked(out_dir, config, record, epochs, device, detect_anomaly, call
     # Rank 0 rewrites config.json once every rank has read it (on_main waits for all first);
     # a run of an older version gains its data's spec and fingerprint from now on.
     data_entries = data_record(data, record.get("data_fingerprint"))
-    distributed.on_main(lambda: write_config(out_dir, _config_record(config, data_entries)))
+    distributed.on_main(lambda: write_config(out_dir, config_record(config, data_entries)))
     return _train_and_finish(config, out_dir, data, model, checkpoint["train_state"], callbacks)
 
 
@@ -564,7 +398,7 @@ def _load_run_checkpoint(run_dir: Path, config: RunConfig, map_location="cpu", *
         saved = json.loads(checkpoint["config"])
     except (TypeError, ValueError) as err:
         raise ValueError(f"checkpoint in {str(run_dir)!r} holds no readable configuration ({err})") from err
-    saved, expected = _without_defaults(saved), _without_defaults(_checkpoint_config(config))
+    saved, expected = without_defaults(saved), without_defaults(checkpoint_config(config))
     if saved != expected:
         diffs = _diff(saved, expected)
         raise ValueError(
