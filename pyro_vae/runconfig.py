@@ -27,6 +27,7 @@ from . import __version__
 from .data import DataConfig, Dataset
 from .errors import allocation_message, check_choice, check_instance, check_positive_int, is_allocation_error
 from .inference.config import DTYPES, TrainConfig
+from .inference.evaluate import MAX_SAMPLES
 from .models import GUIDES, LIKELIHOODS, MODELS
 from .registry import plugins_used
 
@@ -60,6 +61,9 @@ class RunConfig:
             self.model_config = dataclasses.asdict(self.model_config)
         self.model_config = dataclasses.asdict(self.model_config_object())
         check_positive_int("eval_samples", self.eval_samples)
+        if self.eval_samples > MAX_SAMPLES:  # refused before training, not after it
+            raise ValueError(f"eval_samples must be at most {MAX_SAMPLES:,} importance samples per "
+                             f"example, got {self.eval_samples:,}")
         if self.train.patience and not self.data.val_fraction:
             raise ValueError(f"patience {self.train.patience} needs a validation split to watch; "
                              f"give --val-fraction > 0")

@@ -489,6 +489,10 @@ EXHAUSTING = {
     "sample --n": (["sample", "RUN", "--n", HUGE, "--out", "OUT.png"], "memory"),
     "plot samples --n": (["plot", "RUN", "--kind", "samples", "--n", HUGE, "--out", "OUT.png"], "memory"),
     "plot manifold --n": (["plot", "RUN", "--kind", "manifold", "--n", HUGE, "--out", "OUT.png"], "memory"),
+    # not memory but time: K = 10**12 would run for days before any allocation fails
+    "evaluate --samples": (["evaluate", "RUN", "--samples", HUGE], "num_samples must be at most 10,000,000"),
+    "train --eval-samples": (["train", "--out", "OUT", "--epochs", "1", *SMALL, "--eval-samples", HUGE],
+                             "eval_samples must be at most 10,000,000"),
 }
 
 

@@ -353,8 +353,16 @@ def _label_summed(model, x, num_samples, batch_size, sample_chunk, reduce, progr
         model.train(was_training)
 
 
+#: The most importance samples per example: K = 10**7 already costs 2,000 times the
+#: literature's K = 5000; a larger K is a typo, not a budget (it would run for days).
+MAX_SAMPLES = 10_000_000
+
+
 def _check_counts(num_samples, batch_size, sample_chunk) -> None:
     check_positive_int("num_samples", num_samples)
+    if num_samples > MAX_SAMPLES:
+        raise ValueError(f"num_samples must be at most {MAX_SAMPLES:,} importance samples per example, "
+                         f"got {num_samples:,}")
     check_positive_int("batch_size", batch_size)
     check_positive_int("sample_chunk", sample_chunk)
 
