@@ -191,3 +191,62 @@ def batches(data, batch_size: int = 1000, *, data_dim: int | None = None, device
 def is_streamed(data) -> bool:
     """Whether ``data`` is read batch by batch (a torch Dataset or DataLoader, not a tensor)."""
     return isinstance(data, DataLoader) or (isinstance(data, TorchDataset) and not isinstance(data, TensorDataset))
+
+
+# --------------------------------------------------------------------------- for fit
+
+
+def training_data(data, batch_size: int, device: torch.device):
+    """``(Dataset or None, DataLoader or None)``: what :func:`pyro_vae.inference.fit` was
+    given, in the form it trains on (``TypeError`` for anything it does not accept)."""
+    if isinstance(data, Dataset):
+        converted = data
+    else:
+        converted = in_memory(data)
+    if converted is not None:
+        if converted.x_train.shape[0] == 0:
+            raise ValueError(f"data {converted.name!r} has an empty training split (x_train has shape "
+                             f"{tuple(converted.x_train.shape)}); nothing to train on")
+        return converted, None
+    loader = as_loader(data, batch_size, pin_memory=device.type == "cuda")
+    if loader is None:
+        raise TypeError(f"data must be a pyro_vae.data.Dataset (load_dataset(DataConfig(...))), a tensor, "
+                        f"an (x, y) pair of tensors, a torch Dataset or a DataLoader; got {type(data).__name__}")
+    return None, loader
+
+
+def loader_length(loader) -> int | None:
+    """Batches per epoch of ``loader`` (the progress bar's total), None when it cannot say."""
+    try:
+        return len(loader)
+    except TypeError:  # an iterable-style dataset has no length
+        return None
+
+
+def loader_batches(model, loader, device: torch.device, epoch: int, finite: list):
+    """The loader's batches on the model's device and dtype; the epoch's first batch is
+    validated as ``fit`` validates a Dataset (one host sync per epoch), every batch's shape
+    and (on the CPU, before they move) labels. ``finite`` gets each batch's flag "no NaN or
+    Inf pixel", a device tensor read only when the epoch's loss is not finite."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    classes = getattr(model, "num_classes", None)
+    partial = bool(getattr(model, "partial_labels", False))  # M2: -1 marks an unlabelled row
+    label_range = (-1 if partial else 0, classes - 1) if classes and (model.needs_labels or partial) else None
+    for i, batch in enumerate(loader):
+        x, y = to_model_batch(batch, data_dim=model.data_dim, device=device, dtype=dtype,
+                              what=f"epoch {epoch}, batch {i + 1}", label_range=label_range)
+        finite.append(torch.isfinite(x).all())
+        if i == 0:
+            if model.needs_labels and y is None:
+                raise ValueError(f"model {type(model).__name__} needs labels but the loader's batches "
+                                 f"hold no y; yield (x, y)")
+            model.validate_data(x, y, name=f"epoch {epoch}, batch 1 of the training data")
+        yield x, y
+
+
+def check_finite_batches(flags: list, epoch: int) -> None:
+    """``ValueError`` naming the first streamed batch of the epoch that held NaN or Inf pixels."""
+    if flags and not bool(torch.stack(flags).all()):
+        bad = int((~torch.stack(flags)).nonzero()[0, 0]) + 1
+        raise ValueError(f"epoch {epoch}, batch {bad} of the training data contains NaN or Inf "
+                         f"values; the loader must yield finite pixels")

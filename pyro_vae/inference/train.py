@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import Dataset
-from ..data.streaming import as_loader, in_memory, to_model_batch
+from ..data.streaming import check_finite_batches, loader_batches, loader_length, training_data
 from ..errors import (
     check_instance,
 )
@@ -174,7 +174,7 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
         raise TypeError(f"model must have model(x, y) and guide(x, y) methods (a pyro-vae model); "
                         f"{type(model).__name__} has not")
     device = resolve_device(config.device)
-    data, loader = _training_data(data, config.batch_size, device)
+    data, loader = training_data(data, config.batch_size, device)
     # Under torchrun (several processes) this joins the process group and picks cuda:LOCAL_RANK.
     device = distributed.setup(device)
     world, main = distributed.world_size(), distributed.is_main_process()
@@ -194,7 +194,7 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
         raise ValueError(f"patience {config.patience} needs a validation split to watch; "
                          f"give val_fraction > 0 (--val-fraction)")
     # Validate the data once here, so the hot path can run with validation off (a loader's
-    # batches are checked as they come: see _loader_batches).
+    # batches are checked as they come: see pyro_vae.data.streaming.loader_batches).
     if data is not None:
         validate_training_data(model, data)
     source = data if loader is None else loader
@@ -259,60 +259,6 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
                      stopped_early=state.stopped_early, stop_requested=stop_requested)
 
 
-def _training_data(data, batch_size: int, device: torch.device):
-    """``(Dataset or None, DataLoader or None)``: what :func:`fit` was given, in the form it trains on."""
-    if isinstance(data, Dataset):
-        converted = data
-    else:
-        converted = in_memory(data)
-    if converted is not None:
-        if converted.x_train.shape[0] == 0:
-            raise ValueError(f"data {converted.name!r} has an empty training split (x_train has shape "
-                             f"{tuple(converted.x_train.shape)}); nothing to train on")
-        return converted, None
-    loader = as_loader(data, batch_size, pin_memory=device.type == "cuda")
-    if loader is None:
-        raise TypeError(f"data must be a pyro_vae.data.Dataset (load_dataset(DataConfig(...))), a tensor, "
-                        f"an (x, y) pair of tensors, a torch Dataset or a DataLoader; got {type(data).__name__}")
-    return None, loader
-
-
-def _length(loader) -> int | None:
-    try:
-        return len(loader)
-    except TypeError:  # an iterable-style dataset has no length
-        return None
-
-
-def _loader_batches(model, loader, device: torch.device, epoch: int, finite: list):
-    """The loader's batches on the model's device and dtype; the epoch's first batch is
-    validated as ``fit`` validates a Dataset (one host sync per epoch), every batch's shape
-    and (on the CPU, before they move) labels. ``finite`` gets each batch's flag "no NaN or
-    Inf pixel", a device tensor read only when the epoch's loss is not finite."""
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-    classes = getattr(model, "num_classes", None)
-    partial = bool(getattr(model, "partial_labels", False))  # M2: -1 marks an unlabelled row
-    label_range = (-1 if partial else 0, classes - 1) if classes and (model.needs_labels or partial) else None
-    for i, batch in enumerate(loader):
-        x, y = to_model_batch(batch, data_dim=model.data_dim, device=device, dtype=dtype,
-                              what=f"epoch {epoch}, batch {i + 1}", label_range=label_range)
-        finite.append(torch.isfinite(x).all())
-        if i == 0:
-            if model.needs_labels and y is None:
-                raise ValueError(f"model {type(model).__name__} needs labels but the loader's batches "
-                                 f"hold no y; yield (x, y)")
-            model.validate_data(x, y, name=f"epoch {epoch}, batch 1 of the training data")
-        yield x, y
-
-
-def _check_finite_batches(flags: list, epoch: int) -> None:
-    """``ValueError`` naming the first streamed batch of the epoch that held NaN or Inf pixels."""
-    if flags and not bool(torch.stack(flags).all()):
-        bad = int((~torch.stack(flags)).nonzero()[0, 0]) + 1
-        raise ValueError(f"epoch {epoch}, batch {bad} of the training data contains NaN or Inf "
-                         f"values; the loader must yield finite pixels")
-
-
 def _is_terminal(stream) -> bool:
     try:
         return bool(stream.isatty())
@@ -364,7 +310,7 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
     n_seen = 0
     finite_batches = []  # a DataLoader's per-batch flags (device tensors): no NaN or Inf pixel
     if not isinstance(data, Dataset):  # a DataLoader: its batches, checked and moved one by one
-        batches, num_batches = _loader_batches(model, data, device, epoch, finite_batches), _length(data)
+        batches, num_batches = loader_batches(model, data, device, epoch, finite_batches), loader_length(data)
     elif world > 1:  # this process's shard; its RNG stream reseeded from (seed, epoch, rank)
         distributed.seed_epoch(config.seed, epoch)
         batches, num_batches = distributed.shard_batches(data, config.batch_size, config.seed, epoch)
@@ -423,7 +369,7 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
         n_seen *= world
     finite = torch.isfinite(losses)
     if not bool(finite.all()):
-        _check_finite_batches(finite_batches, epoch)  # bad data, not divergence
+        check_finite_batches(finite_batches, epoch)  # bad data, not divergence
         bad_step = int((~finite).nonzero()[0, 0]) + 1
         raise NonFiniteLossError(
             f"non-finite loss at epoch {epoch}, step {bad_step} of the epoch (global step "
@@ -437,7 +383,7 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
     finite_params = torch.stack([torch.isfinite(p).all() for p in params]).all() if params else None
     grad_norm = torch.stack(step_norms).double().mean().item()
     if (finite_params is not None and not bool(finite_params)) or not math.isfinite(grad_norm):
-        _check_finite_batches(finite_batches, epoch)
+        check_finite_batches(finite_batches, epoch)
         raise NonFiniteLossError(
             f"non-finite parameters after epoch {epoch} (global step "
             f"{state.step + len(step_losses)} at the latest): a gradient was NaN or infinite "
