@@ -1,5 +1,7 @@
 """Raw exports: `pyro-vae sample` to .npy/.npz/.pt and `pyro-vae encode`, with and without the data."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -167,3 +169,6 @@ def test_figures_are_written_in_the_format_their_suffix_names(runs, tmp_path, su
     assert main(["sample", str(runs["vae"]), "--n", "4", "--out", str(out)]) == 0
     assert out.read_bytes().startswith(magic)
     assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # as a plain open() would create it

@@ -16,8 +16,6 @@ Example
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -28,6 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
+from ..checkpoint import atomic_write_bytes  # noqa: E402
 from .compute import as_images, check_image_shape  # noqa: E402
 
 #: Resolution of every PNG written here (pixels per inch).
@@ -91,14 +90,8 @@ def save(fig, path):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fmt = FORMATS.get(path.suffix.lower(), "png")
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                fig.savefig(stream, format=fmt, dpi=DPI)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        # the project's atomic write: a umask-respecting mode, fsync, a full disk as one line
+        atomic_write_bytes(path, lambda handle: fig.savefig(handle, format=fmt, dpi=DPI))
         return path
     finally:
         plt.close(fig)
