@@ -235,7 +235,10 @@ def loader_batches(model, loader, device: torch.device, epoch: int, finite: list
     for i, batch in enumerate(loader):
         x, y = to_model_batch(batch, data_dim=model.data_dim, device=device, dtype=dtype,
                               what=f"epoch {epoch}, batch {i + 1}", label_range=label_range)
-        finite.append(torch.isfinite(x).all())
+        # The extremes are finite exactly when every pixel is (a NaN propagates into both): one
+        # pass, about ten times faster on the CPU than isfinite(x).all(), which allocates a mask.
+        low, high = torch.aminmax(x)
+        finite.append(torch.isfinite(low) & torch.isfinite(high))
         if i == 0:
             if model.needs_labels and y is None:
                 raise ValueError(f"model {type(model).__name__} needs labels but the loader's batches "
