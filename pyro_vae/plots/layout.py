@@ -90,8 +90,9 @@ def save(fig, path):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fmt = FORMATS.get(path.suffix.lower(), "png")
-        # the project's atomic write: a umask-respecting mode, fsync, a full disk as one line
-        atomic_write_bytes(path, lambda handle: fig.savefig(handle, format=fmt, dpi=DPI))
+        # the project's atomic write (a umask-respecting mode, a full disk as one line), without
+        # fsync: a figure can be drawn again, and a run draws a dozen
+        atomic_write_bytes(path, lambda handle: fig.savefig(handle, format=fmt, dpi=DPI), durable=False)
         return path
     finally:
         plt.close(fig)
