@@ -56,7 +56,7 @@ COMMANDS = {
 #: Files a successful resume may also add or rewrite besides RUN_FILES (figures, training logs).
 RESUME_EXTRAS = ("figures/", "log.csv", "tensorboard/", "report.html")
 
-SETTINGS = settings(max_examples=32, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=24, deadline=None, derandomize=True,
                     phases=[Phase.explicit, Phase.generate],  # no shrinking: each example is slow
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                            HealthCheck.data_too_large])
