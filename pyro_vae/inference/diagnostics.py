@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..models.base import labels_for
+from ..models.base import _model_float, labels_for
 
 #: A latent dimension is active when the variance over x of its posterior mean exceeds this
 #: (Burda et al., 2015).
@@ -77,8 +77,6 @@ def latent_diagnostics(model, x, y=None, *, x_train=None, y_train=None,
     Needs ``model.posterior(x, y) -> (loc, scale)`` for the first two and ``model.encode``
     for the last; entries a model cannot give are left out.
     """
-    from .evaluate import _model_float  # noqa: PLC0415  (evaluate imports this module)
-
     placement = _model_float(model)
     if placement is not None:  # the inputs on the model's device and in its dtype
         x = x.to(*placement)

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from ..data import Dataset
 from ..data.streaming import batches, is_streamed, tensor_pair
 from ..errors import check_positive_int
+from ..models.base import _model_float
 from .tracing import record_sites, scaled_log_prob, scored_sites
 
 
@@ -150,14 +151,6 @@ def _sum_log_probs(sites: dict):
         term = scaled_log_prob(site)
         total = term if total is None else total + term
     return total
-
-
-def _model_float(model) -> tuple[torch.device, torch.dtype] | None:
-    """Device and dtype of the model's first floating parameter or buffer (None: it has none)."""
-    for t in list(model.parameters()) + list(model.buffers()):
-        if t.is_floating_point():
-            return t.device, t.dtype
-    return None
 
 
 def _unpack(data, y):
