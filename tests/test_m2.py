@@ -294,3 +294,18 @@ def test_training_with_labels_needs_the_training_counts():
     with pytest.raises(ValueError, match=r"init_from_data"):
         TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(m.model, m.guide, _x(),
                                                                 torch.tensor([0, -1, 1, -1, -1, 2]))
+
+
+def test_m2_interpolation_never_reads_the_true_labels():
+    from pyro_vae.plots.compute import interpolate
+
+    torch.manual_seed(0)
+    model = M2(64, M2Config(latent_dim=2, hidden_dims=(8,)), num_classes=3).eval()
+    x = torch.bernoulli(torch.full((4, 64), 0.4))
+    y = torch.tensor([0, 1, 2, 0])
+    with_true = interpolate(model, x[:2], x[2:], 4, y[:2])
+    with_wrong = interpolate(model, x[:2], x[2:], 4, (y[:2] + 1) % 3)
+    assert torch.equal(with_true, with_wrong)
+    predicted = model.classify(x[:2]).argmax(-1)
+    ends = model.decode(model.encode(x[:2]), predicted)  # the first step: x_a in its predicted class
+    assert torch.allclose(with_true[:, 0], ends)

@@ -235,10 +235,15 @@ def interpolate(model, x_a, x_b, steps: int = 10, y: torch.Tensor | None = None)
     """Decoded means along the line between the codes of ``x_a`` and ``x_b`` (each ``(p, D)``).
 
     Returns ``(p, steps, D)``; the first and last steps are the reconstructions of ``x_a`` and
-    ``x_b``. Conditional models get the labels ``y`` ``(p,)`` of the pairs (both ends share a label).
+    ``x_b``. Conditional models get the labels ``y`` ``(p,)`` of the pairs (both ends share a label);
+    M2 decodes in the class it predicts for ``x_a`` and never reads ``y``.
     """
     check_positive_int("steps", steps)
-    y = labels_for(model, y)
+    if getattr(model, "sums_out_labels", False):
+        # M2: decode in the class it predicts for x_a, never the true label (as its codes do)
+        y = model.classify(x_a).argmax(-1)
+    else:
+        y = labels_for(model, y)
     return interpolate_codes(model, model.encode(x_a, y), model.encode(x_b, y), steps, y)
 
 
