@@ -42,27 +42,13 @@ from pathlib import Path
 import numpy as np
 
 from .config import DataConfig, RawData
+from .files import source_path
 
 #: Extensions read as images (torchvision's ``IMG_EXTENSIONS``), compared in lower case.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 #: Pillow modes that hold one grey level per pixel (with or without alpha).
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "La")
-
-
-def _folder_path(config: DataConfig) -> Path:
-    text = config.name[len("folder:"):]
-    if not text:
-        raise ValueError("dataset 'folder:' needs a path, e.g. folder:data/faces")
-    path = Path(text).expanduser()
-    if not path.is_dir() and not path.is_absolute() and config.data_dir:
-        in_dir = Path(config.data_dir).expanduser() / path
-        if in_dir.is_dir():
-            return in_dir
-    if not path.is_dir():
-        what = "is a file, not a folder" if path.exists() else "folder not found"
-        raise ValueError(f"dataset {config.name!r}: {what} (looked at {path})")
-    return path
 
 
 def _is_image(path: Path) -> bool:
@@ -173,7 +159,7 @@ def _read_split(root: Path, config: DataConfig) -> tuple[np.ndarray, np.ndarray 
 
 def load_folder(config: DataConfig) -> RawData:
     """The images of ``config.name = "folder:PATH"`` (see the module docstring for layouts)."""
-    root = _folder_path(config)
+    root = source_path(config, folder=True)
     train_dir, test_dir = root / "train", root / "test"
     if train_dir.is_dir() and test_dir.is_dir():
         x, y, classes, shape = _read_split(train_dir, config)

@@ -25,27 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from .config import DataConfig, RawData
+from .files import source_path
 
 #: The most classes an ``npz:`` file's labels may declare (labels ``0..MAX_CLASSES - 1``). A
 #: label-conditioned model one-hot encodes labels, so a damaged label of 10**12 would otherwise
 #: become an allocation of terabytes long after the file was read.
 MAX_CLASSES = 100_000
-
-
-def _npz_path(config: DataConfig) -> Path:
-    text = config.name[len("npz:"):]
-    if not text:
-        raise ValueError("dataset 'npz:' needs a path, e.g. npz:data/faces.npz")
-    path = Path(text).expanduser()
-    if not path.is_file() and not path.is_absolute() and config.data_dir:
-        path_in_dir = Path(config.data_dir).expanduser() / path
-        if path_in_dir.is_file():
-            return path_in_dir
-    if not path.is_file():
-        looked = str(path) + (f" and {Path(config.data_dir).expanduser() / path}"
-                              if config.data_dir and not path.is_absolute() else "")
-        raise ValueError(f"dataset {config.name!r}: file not found (looked at {looked})")
-    return path
 
 
 def _npz_images(path: Path, key: str, x: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -230,7 +215,7 @@ def load_npz(config: DataConfig) -> RawData:
     arrays are read without unpickling (object arrays are refused, no code can run), and a
     header's shape is checked against the bytes stored before anything is allocated.
     """
-    path = _npz_path(config)
+    path = source_path(config, folder=False)
     with _open_npz(path) as archive:
         members = _npz_members(path, archive)
         keys = set(members)
