@@ -31,6 +31,7 @@ import re
 import torch
 
 from .data import Dataset, DataSpec
+from .inference.evaluate import hash_values
 
 #: Format version of :func:`data_fingerprint` (part of what is hashed).
 _FINGERPRINT_TAG = b"pyro-vae data v1;"
@@ -62,14 +63,10 @@ def data_fingerprint(data: Dataset) -> str:
         x, y = data.split(split)
         x = x.detach().reshape(x.shape[0], spec.data_dim)  # flat rows, whatever the layout held
         digest.update(f"{split};x{tuple(x.shape)};".encode())
-        rows = max(1, 2**20 // spec.data_dim)  # about 8 MB of float64 at a time
-        for start in range(0, x.shape[0], rows):
-            chunk = x[start:start + rows].to(device="cpu", dtype=torch.float64).contiguous()
-            digest.update(chunk.numpy().tobytes())
+        hash_values(digest, x, torch.float64)  # about 8 MB at a time
         if y is not None:
-            labels = y.detach().to(device="cpu", dtype=torch.int64).contiguous()
-            digest.update(f"y{tuple(labels.shape)};".encode())
-            digest.update(labels.numpy().tobytes())
+            digest.update(f"y{tuple(y.shape)};".encode())
+            hash_values(digest, y, torch.int64)
     return digest.hexdigest()
 
 

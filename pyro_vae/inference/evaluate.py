@@ -74,14 +74,22 @@ def fingerprint(x: torch.Tensor, y: torch.Tensor | None = None) -> str:
     True
     """
     digest = hashlib.sha256(b"pyro-vae test set v1;")
-    values = x.detach().to(device="cpu", dtype=torch.float64).contiguous()
-    digest.update(f"x{tuple(values.shape)};".encode())
-    digest.update(values.numpy().tobytes())
+    digest.update(f"x{tuple(x.shape)};".encode())
+    hash_values(digest, x, torch.float64)
     if y is not None:
-        labels = y.detach().to(device="cpu", dtype=torch.int64).contiguous()
-        digest.update(f"y{tuple(labels.shape)};".encode())
-        digest.update(labels.numpy().tobytes())
+        digest.update(f"y{tuple(y.shape)};".encode())
+        hash_values(digest, y, torch.int64)
     return digest.hexdigest()
+
+
+def hash_values(digest, t: torch.Tensor, dtype: torch.dtype, chunk_bytes: int = 2**23) -> None:
+    """Feed the values of ``t`` (rows first, at least 1-D), as ``dtype`` on the CPU, to ``digest``
+    about ``chunk_bytes`` at a time: the bytes, hence the hash, do not depend on the chunking."""
+    t = t.detach()
+    row_bytes = t[0].numel() * torch.empty((), dtype=dtype).element_size() if t.shape[0] else 1
+    rows = max(1, chunk_bytes // max(1, row_bytes))
+    for start in range(0, t.shape[0], rows):
+        digest.update(t[start:start + rows].to(device="cpu", dtype=dtype).contiguous().numpy().tobytes())
 
 
 def _with_sample_plate(fn, num_samples: int, device: torch.device):
