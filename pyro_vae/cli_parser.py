@@ -29,6 +29,7 @@ MODEL_OPTIONS = {
     "alpha": "alpha",
     "arch": "arch",
     "conv_channels": "conv_channels",
+    "activation": "activation",
 }
 
 
@@ -153,6 +154,9 @@ def _add_shared_options(p, eval_samples: bool = True) -> None:
                    help="stochastic layers of the hierarchical VAE (--model hvae; default: 2)")
     p.add_argument("--arch", help="networks of vae, cvae, hvae, m2: mlp or conv (convolutions sized "
                                   "from the image shape; default: mlp)")
+    p.add_argument("--activation",
+                   help="activation of the dense hidden layers of vae, cvae, hvae, m2: relu, elu, tanh, or "
+                        "gated (gated linear units, as in the VampPrior reference code; default: relu)")
     p.add_argument("--conv-channels", type=_int_list,
                    help=f"comma-separated channels of the stride-2 conv layers with --arch conv "
                         f"(default: {','.join(map(str, vae.conv_channels))})")

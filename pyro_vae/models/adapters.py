@@ -233,7 +233,7 @@ def check_network(adapter: ImageInput | ImageOutput, in_dim: int, extra_dims: tu
 
 
 def conv_encoder(image_shape, conv_channels, hidden_dims, out_dim: int, extra_dim: int = 0,
-                 name: str = "encoder") -> ImageInput:
+                 name: str = "encoder", activation: str = "relu") -> ImageInput:
     """The built-in conv encoder on flat pixels: ``(..., D)`` (+ ``(..., extra_dim)``) -> ``(..., out_dim)``.
 
     Example
@@ -242,7 +242,7 @@ def conv_encoder(image_shape, conv_channels, hidden_dims, out_dim: int, extra_di
     >>> conv_encoder((1, 8, 8), (4,), (), 3)(torch.zeros(2, 64)).shape
     torch.Size([2, 3])
     """
-    net = ConvEncoder(image_shape, conv_channels, hidden_dims, out_dim, extra_dim)
+    net = ConvEncoder(image_shape, conv_channels, hidden_dims, out_dim, extra_dim, activation)
     return ImageInput(net, image_shape, out_dim, name)
 
 
@@ -262,7 +262,7 @@ def conv_features(image_shape, conv_channels, out_dim: int, name: str = "encoder
 
 
 def conv_decoder(in_dim: int, hidden_dims, image_shape, params_per_pixel: int, conv_channels,
-                 extra_dim: int = 0, name: str = "decoder") -> ImageOutput:
+                 extra_dim: int = 0, name: str = "decoder", activation: str = "relu") -> ImageOutput:
     """The built-in conv decoder: ``(..., in_dim)`` (+ extra) -> the likelihood's ``(..., P * D)``.
 
     Example
@@ -272,7 +272,8 @@ def conv_decoder(in_dim: int, hidden_dims, image_shape, params_per_pixel: int, c
     torch.Size([3, 50])
     """
     c = image_shape[0]
-    net = ConvDecoder(in_dim, hidden_dims, image_shape, c * params_per_pixel, conv_channels, extra_dim)
+    net = ConvDecoder(in_dim, hidden_dims, image_shape, c * params_per_pixel, conv_channels, extra_dim,
+                      activation)
     return ImageOutput(net, image_shape, params_per_pixel, name)
 
 

@@ -100,7 +100,8 @@ class ConvEncoder(nn.Module):
     """Images ``(N, C, H, W)`` (and optional extra inputs ``(N, extra_dim)``) -> ``(N, out_dim)``.
 
     :class:`ConvFeatures`, then the extra inputs (a CVAE's one-hot labels) appended to the
-    flattened features, then an :class:`~pyro_vae.models.nets.MLP` with ``hidden_dims``.
+    flattened features, then an :class:`~pyro_vae.models.nets.MLP` with ``hidden_dims`` (its
+    hidden layers' ``activation``; the convolutions are followed by ReLUs).
 
     Example
     -------
@@ -111,10 +112,10 @@ class ConvEncoder(nn.Module):
     """
 
     def __init__(self, image_shape: tuple[int, int, int], conv_channels: tuple[int, ...],
-                 hidden_dims: tuple[int, ...], out_dim: int, extra_dim: int = 0):
+                 hidden_dims: tuple[int, ...], out_dim: int, extra_dim: int = 0, activation: str = "relu"):
         super().__init__()
         self.features = ConvFeatures(image_shape, conv_channels)
-        self.head = MLP(self.features.out_dim + extra_dim, hidden_dims, out_dim)
+        self.head = MLP(self.features.out_dim + extra_dim, hidden_dims, out_dim, activation)
         self.extra_dim = extra_dim
 
     def forward(self, images: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
@@ -143,11 +144,12 @@ class ConvDecoder(nn.Module):
     """
 
     def __init__(self, in_dim: int, hidden_dims: tuple[int, ...], image_shape: tuple[int, int, int],
-                 out_channels: int, conv_channels: tuple[int, ...], extra_dim: int = 0):
+                 out_channels: int, conv_channels: tuple[int, ...], extra_dim: int = 0,
+                 activation: str = "relu"):
         super().__init__()
         self.grid = grid_shape(image_shape, conv_channels)
         self.image_size = tuple(image_shape[1:])
-        self.head = MLP(in_dim + extra_dim, hidden_dims, math.prod(self.grid))
+        self.head = MLP(in_dim + extra_dim, hidden_dims, math.prod(self.grid), activation)
         channels = (*reversed(conv_channels), out_channels)
         layers: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):

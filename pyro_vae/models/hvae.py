@@ -75,7 +75,7 @@ from .adapters import DEFAULT_CONV_CHANNELS, check_arch, conv_decoder, conv_enco
 from .base import GenerativeModel, data_plate
 from .distributions import DiagonalNormal
 from .likelihoods import LIKELIHOODS, build_likelihood, check_likelihood_options
-from .nets import MLP, GaussianEncoder, GaussianHead
+from .nets import ACTIVATIONS, MLP, GaussianEncoder, GaussianHead, activation_layer, pre_activation_width
 from .priors import PRIORS, StandardNormalPrior, build_prior
 
 #: Top-layer size when neither ``latent_dim`` nor ``latent_dims`` is given.
@@ -114,6 +114,10 @@ class HVAEConfig:
         ``mlp`` or ``conv``: the networks that read or write pixels (see the module docstring).
     conv_channels : tuple of int
         Channels of the stride-2 conv layers (read by ``arch="conv"`` only).
+    activation : str
+        Activation of the dense hidden layers, one of :data:`pyro_vae.models.nets.ACTIVATIONS`:
+        ``relu`` (default), ``elu``, ``tanh``, or ``gated`` (gated linear units, the
+        reference VampPrior code's dense layers).
 
     Example
     -------
@@ -131,6 +135,7 @@ class HVAEConfig:
     prior_components: int = 10
     arch: str = "mlp"
     conv_channels: tuple[int, ...] = DEFAULT_CONV_CHANNELS
+    activation: str = "relu"
 
     def __post_init__(self):
         check_positive_int("levels", self.levels)
@@ -161,6 +166,7 @@ class HVAEConfig:
         check_likelihood_options(self.likelihood, obs_scale=self.obs_scale)
         check_positive_int("prior_components", self.prior_components)
         self.conv_channels = check_arch(self.arch, self.conv_channels)
+        check_choice("activation", self.activation, ACTIVATIONS)
 
 
 class _JointEncoder(nn.Module):
@@ -174,12 +180,13 @@ class _JointEncoder(nn.Module):
     """
 
     def __init__(self, data_dim: int, above_dim: int, hidden_dims: tuple[int, ...], latent_dim: int,
-                 x_net=None):
+                 x_net=None, activation: str = "relu"):
         super().__init__()
         width = hidden_dims[0] if hidden_dims else 2 * latent_dim
-        self.from_x = nn.Linear(data_dim, width) if x_net is None else x_net(width)
-        self.from_z = nn.Linear(above_dim, width, bias=False)
-        self.net = (nn.Sequential(nn.ReLU(), MLP(width, hidden_dims[1:], 2 * latent_dim))
+        summed = pre_activation_width(width, activation) if hidden_dims else width  # the split layer's outputs
+        self.from_x = nn.Linear(data_dim, summed) if x_net is None else x_net(summed)
+        self.from_z = nn.Linear(above_dim, summed, bias=False)
+        self.net = (nn.Sequential(activation_layer(activation), MLP(width, hidden_dims[1:], 2 * latent_dim, activation))
                     if hidden_dims else nn.Identity())
         self.latent_dim = latent_dim
 
@@ -227,21 +234,23 @@ class HVAE(GenerativeModel):
         # Built in the VAE's order (encoder, likelihood, decoder, prior), so that a model with
         # levels=1 draws the same initial weights as a VAE under the same seed.
         shape, channels = self.image_shape, config.conv_channels
-        self.encoder = (GaussianHead(conv_encoder(shape, channels, hidden, 2 * self.latent_dim), self.latent_dim)
-                        if conv else GaussianEncoder(data_dim, hidden, self.latent_dim))
+        act = config.activation
+        self.encoder = (GaussianHead(conv_encoder(shape, channels, hidden, 2 * self.latent_dim, activation=act),
+                                     self.latent_dim)
+                        if conv else GaussianEncoder(data_dim, hidden, self.latent_dim, act))
         self.likelihood = build_likelihood(config.likelihood, data_dim, obs_scale=config.obs_scale)
         p = self.likelihood.params_per_pixel
-        self.decoder = (conv_decoder(dims[0], tuple(reversed(hidden)), shape, p, channels) if conv
-                        else MLP(dims[0], tuple(reversed(hidden)), data_dim * p))
+        self.decoder = (conv_decoder(dims[0], tuple(reversed(hidden)), shape, p, channels, activation=act) if conv
+                        else MLP(dims[0], tuple(reversed(hidden)), data_dim * p, act))
         self.prior = build_prior(
             config.prior, self.latent_dim, num_components=config.prior_components,
             num_classes=num_classes, data_dim=data_dim, encoder=self._encode_top,
         )
         self.conditionals = nn.ModuleList(
-            GaussianEncoder(dims[i + 1], hidden, dims[i]) for i in range(self.levels - 1))
+            GaussianEncoder(dims[i + 1], hidden, dims[i], act) for i in range(self.levels - 1))
         x_net = (lambda width: conv_features(shape, channels, width)) if conv else None  # noqa: E731
         self.guide_nets = nn.ModuleList(
-            _JointEncoder(data_dim, dims[i + 1], hidden, dims[i], x_net) for i in range(self.levels - 1))
+            _JointEncoder(data_dim, dims[i + 1], hidden, dims[i], x_net, act) for i in range(self.levels - 1))
         self.needs_labels = self.needs_labels or self.prior.needs_label
         # With a label-conditioned top prior p(z_L | y) the model scores log p(x | y).
         self.conditional = self.conditional or self.prior.needs_label

@@ -70,7 +70,7 @@ from .adapters import DEFAULT_CONV_CHANNELS, check_arch, conv_decoder, conv_enco
 from .base import GenerativeModel, data_plate
 from .distributions import DiagonalNormal
 from .likelihoods import LIKELIHOODS, build_likelihood, check_likelihood_options
-from .nets import MLP
+from .nets import ACTIVATIONS, MLP, activation_layer, pre_activation_width
 from .priors import PRIORS, build_prior
 
 
@@ -100,6 +100,10 @@ class M2Config:
         ``mlp`` or ``conv``: the networks that read or write pixels (see the module docstring).
     conv_channels : tuple of int
         Channels of the stride-2 conv layers (read by ``arch="conv"`` only).
+    activation : str
+        Activation of the dense hidden layers, one of :data:`pyro_vae.models.nets.ACTIVATIONS`:
+        ``relu`` (default), ``elu``, ``tanh``, or ``gated`` (gated linear units, the
+        reference VampPrior code's dense layers).
 
     Example
     -------
@@ -116,6 +120,7 @@ class M2Config:
     alpha: float = 0.1
     arch: str = "mlp"
     conv_channels: tuple[int, ...] = DEFAULT_CONV_CHANNELS
+    activation: str = "relu"
 
     def __post_init__(self):
         check_positive_int("latent_dim", self.latent_dim)
@@ -131,6 +136,7 @@ class M2Config:
             raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha!r}")
         self.alpha = float(self.alpha)
         self.conv_channels = check_arch(self.arch, self.conv_channels)
+        check_choice("activation", self.activation, ACTIVATIONS)
 
 
 class _LabelledNet(nn.Module):
@@ -143,16 +149,18 @@ class _LabelledNet(nn.Module):
     """
 
     def __init__(self, in_dim: int, num_classes: int, hidden_dims: tuple[int, ...], out_dim: int,
-                 u_net=None, tail=None):
+                 u_net=None, tail=None, activation: str = "relu"):
         super().__init__()
         width = hidden_dims[0] if hidden_dims else (out_dim if tail is None else in_dim)
-        self.from_u = nn.Linear(in_dim, width) if u_net is None else u_net(width)
-        self.from_y = nn.Linear(num_classes, width, bias=False)
+        activated = bool(hidden_dims) or tail is not None  # an activation follows the split layer
+        summed = pre_activation_width(width, activation) if activated else width  # the split layer's outputs
+        self.from_u = nn.Linear(in_dim, summed) if u_net is None else u_net(summed)
+        self.from_y = nn.Linear(num_classes, summed, bias=False)
         if tail is not None:
-            self.net = nn.Sequential(nn.ReLU(), tail(width, hidden_dims[1:]))
+            self.net = nn.Sequential(activation_layer(activation), tail(width, hidden_dims[1:]))
         else:
-            self.net = (nn.Sequential(nn.ReLU(), MLP(width, hidden_dims[1:], out_dim)) if hidden_dims
-                        else nn.Identity())
+            self.net = (nn.Sequential(activation_layer(activation), MLP(width, hidden_dims[1:], out_dim, activation))
+                        if hidden_dims else nn.Identity())
 
     def forward(self, u: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
         return self.net(self.from_u(u) + self.from_y(onehot))  # (..., batch, out_dim)
@@ -200,14 +208,19 @@ class M2(GenerativeModel):
         conv = config.arch == "conv"
         self.image_shape = resolve_image_shape(data_dim, image_shape, "arch 'conv'" if conv else None)
         hidden, c, shape, channels = config.hidden_dims, self.num_classes, self.image_shape, config.conv_channels
-        self.classifier = (conv_encoder(shape, channels, hidden, c, name="classifier") if conv
-                           else MLP(data_dim, hidden, c))
+        act = config.activation
+        self.classifier = (conv_encoder(shape, channels, hidden, c, name="classifier", activation=act) if conv
+                           else MLP(data_dim, hidden, c, act))
         u_net = (lambda width: conv_features(shape, channels, width)) if conv else None  # noqa: E731
-        self.encoder = _LabelledNet(data_dim, c, hidden, 2 * config.latent_dim, u_net=u_net)
+        self.encoder = _LabelledNet(data_dim, c, hidden, 2 * config.latent_dim, u_net=u_net, activation=act)
         self.likelihood = build_likelihood(config.likelihood, data_dim, obs_scale=config.obs_scale)
         p = self.likelihood.params_per_pixel
-        tail = (lambda width, rest: conv_decoder(width, rest, shape, p, channels)) if conv else None  # noqa: E731
-        self.decoder = _LabelledNet(config.latent_dim, c, tuple(reversed(hidden)), data_dim * p, tail=tail)
+
+        def tail(width, rest):  # the conv decoder after the split layer
+            return conv_decoder(width, rest, shape, p, channels, activation=act)
+
+        self.decoder = _LabelledNet(config.latent_dim, c, tuple(reversed(hidden)), data_dim * p,
+                                    tail=tail if conv else None, activation=act)
         self.prior = build_prior(
             config.prior, config.latent_dim, num_components=config.prior_components,
             num_classes=num_classes, data_dim=data_dim, encoder=self._encode_predicted,

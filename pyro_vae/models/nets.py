@@ -6,21 +6,65 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import check_choice
+
+#: Activations of the built-in networks' dense hidden layers (the ``activation`` config field).
+#: ``gated``: a gated linear unit, ``h = (W x + b) * sigmoid(V x + c)``, the "GatedDense" layer
+#: of the VampPrior and Exemplar-VAE reference code (Dauphin et al. 2017 for the unit).
+ACTIVATIONS = ("elu", "gated", "relu", "tanh")
+_ELEMENTWISE = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def pre_activation_width(width: int, activation: str) -> int:
+    """Outputs the linear map before ``activation`` needs for ``width`` units after it
+    (twice as many for ``gated``: values and gates).
+
+    Example
+    -------
+    >>> pre_activation_width(300, "gated"), pre_activation_width(300, "relu")
+    (600, 300)
+    """
+    return 2 * width if activation == "gated" else width
+
+
+def activation_layer(activation: str) -> nn.Module:
+    """The module applied after a hidden layer's linear map: ``(..., pre_activation_width(w))``
+    -> ``(..., w)``.
+
+    Example
+    -------
+    >>> import torch
+    >>> activation_layer("gated")(torch.tensor([[2.0, 0.0]]))  # 2 * sigmoid(0)
+    tensor([[1.]])
+    """
+    if activation == "gated":
+        return nn.GLU(dim=-1)  # first half * sigmoid(second half)
+    return _ELEMENTWISE[check_choice("activation", activation, ACTIVATIONS)]()
+
 
 class MLP(nn.Sequential):
-    """A multilayer perceptron: Linear layers with an activation between them (none at the end).
+    """A multilayer perceptron: hidden layers (a linear map, then ``activation``), then a linear
+    output layer.
 
-    ``MLP(64, (400,), 10)`` maps ``(..., 64)`` to ``(..., 10)`` through one hidden layer of 400.
+    ``MLP(64, (400,), 10)`` maps ``(..., 64)`` to ``(..., 10)`` through one hidden layer of 400
+    ReLU units; ``activation="gated"`` makes each hidden layer a gated linear unit (see
+    :data:`ACTIVATIONS`). With ``relu`` the parameters are drawn in the order they always were,
+    so a seed gives the same initial network as before the option existed.
+
+    Example
+    -------
+    >>> import torch
+    >>> MLP(64, (400, 300), 10, activation="gated")(torch.zeros(5, 64)).shape
+    torch.Size([5, 10])
     """
 
-    def __init__(self, in_dim: int, hidden_dims: tuple[int, ...], out_dim: int,
-                 activation: type[nn.Module] = nn.ReLU):
-        dims = (in_dim, *hidden_dims, out_dim)
+    def __init__(self, in_dim: int, hidden_dims: tuple[int, ...], out_dim: int, activation: str = "relu"):
         layers: list[nn.Module] = []
-        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
-            layers.append(nn.Linear(d_in, d_out))
-            if i < len(dims) - 2:
-                layers.append(activation())
+        d_in = in_dim
+        for width in hidden_dims:
+            layers += [nn.Linear(d_in, pre_activation_width(width, activation)), activation_layer(activation)]
+            d_in = width
+        layers.append(nn.Linear(d_in, out_dim))
         super().__init__(*layers)
 
 
@@ -61,5 +105,5 @@ class GaussianEncoder(GaussianHead):
     torch.Size([3, 2])
     """
 
-    def __init__(self, in_dim: int, hidden_dims: tuple[int, ...], latent_dim: int):
-        super().__init__(MLP(in_dim, hidden_dims, 2 * latent_dim), latent_dim)
+    def __init__(self, in_dim: int, hidden_dims: tuple[int, ...], latent_dim: int, activation: str = "relu"):
+        super().__init__(MLP(in_dim, hidden_dims, 2 * latent_dim, activation), latent_dim)

@@ -45,7 +45,7 @@ from .adapters import (
 from .base import GenerativeModel, data_plate
 from .guides import GUIDES
 from .likelihoods import LIKELIHOODS, build_likelihood, check_likelihood_options
-from .nets import MLP, GaussianHead
+from .nets import ACTIVATIONS, MLP, GaussianHead
 from .priors import PRIORS, build_prior
 
 
@@ -77,6 +77,10 @@ class VAEConfig:
     conv_channels : tuple of int
         Channels of the conv encoder's stride-2 layers (the decoder mirrors them); read by
         ``arch="conv"`` only.
+    activation : str
+        Activation of the dense hidden layers, one of :data:`pyro_vae.models.nets.ACTIVATIONS`:
+        ``relu`` (default), ``elu``, ``tanh``, or ``gated`` (gated linear units, the
+        reference VampPrior code's dense layers).
 
     Example
     -------
@@ -97,6 +101,7 @@ class VAEConfig:
     prior_components: int = 10
     arch: str = "mlp"
     conv_channels: tuple[int, ...] = DEFAULT_CONV_CHANNELS
+    activation: str = "relu"
 
     def __post_init__(self):
         check_positive_int("latent_dim", self.latent_dim)
@@ -109,6 +114,7 @@ class VAEConfig:
         check_likelihood_options(self.likelihood, obs_scale=self.obs_scale)
         check_positive_int("prior_components", self.prior_components)
         self.conv_channels = check_arch(self.arch, self.conv_channels)
+        check_choice("activation", self.activation, ACTIVATIONS)
 
 
 class VAE(GenerativeModel):
@@ -203,8 +209,9 @@ class VAE(GenerativeModel):
             check_network(net, self.data_dim, self._label_dims)
             return net
         if cfg.arch == "conv":
-            return conv_encoder(self.image_shape, cfg.conv_channels, cfg.hidden_dims, out_dim, self._label_dim)
-        return MLP(self.data_dim + self._label_dim, cfg.hidden_dims, out_dim)  # on [x, onehot]
+            return conv_encoder(self.image_shape, cfg.conv_channels, cfg.hidden_dims, out_dim, self._label_dim,
+                                activation=cfg.activation)
+        return MLP(self.data_dim + self._label_dim, cfg.hidden_dims, out_dim, cfg.activation)  # on [x, onehot]
 
     def _build_decoder(self, user: nn.Module | None) -> nn.Module:
         """The decoder: codes ``(..., latent_dim)`` (+ labels) -> ``(..., D * params_per_pixel)``."""
@@ -215,8 +222,9 @@ class VAE(GenerativeModel):
             return net
         hidden = tuple(reversed(cfg.hidden_dims))
         if cfg.arch == "conv":
-            return conv_decoder(cfg.latent_dim, hidden, self.image_shape, p, cfg.conv_channels, self._label_dim)
-        return MLP(cfg.latent_dim + self._label_dim, hidden, self.data_dim * p)  # on [z, onehot]
+            return conv_decoder(cfg.latent_dim, hidden, self.image_shape, p, cfg.conv_channels, self._label_dim,
+                                activation=cfg.activation)
+        return MLP(cfg.latent_dim + self._label_dim, hidden, self.data_dim * p, cfg.activation)  # on [z, onehot]
 
     def _encode_params(self, x, y=None):
         """``(loc, scale)`` of q(z | x), each ``(..., latent_dim)``."""
