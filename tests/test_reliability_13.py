@@ -186,6 +186,20 @@ def test_non_finite_pixels_in_a_later_batch_are_bad_data_not_divergence(value):
     assert not isinstance(info.value, NonFiniteLossError)
 
 
+@pytest.mark.parametrize("likelihood, scale", [("bernoulli", 255.0), ("continuous-bernoulli", 1.5),
+                                               ("bernoulli", -1.0)])
+def test_pixels_outside_the_likelihoods_range_in_a_later_batch_are_one_line(likelihood, scale):
+    x = X.clone()
+    x[24:32] *= scale  # batch 4 only: the first batch, validated in full, is clean
+    model = VAE(16, VAEConfig(latent_dim=2, hidden_dims=(8,), likelihood=likelihood), image_shape=(1, 4, 4))
+    with pytest.raises(ValueError, match=rf"epoch 1, batch 4 of the training data has values in \[.*\]; "
+                                         rf"the {likelihood} likelihood needs them in \[0, 1\]") as info:
+        fit(model, DataLoader(TensorDataset(x), batch_size=8), CONFIG)
+    assert "\n" not in str(info.value)
+    gaussian = VAE(16, VAEConfig(latent_dim=2, hidden_dims=(8,), likelihood="gaussian"), image_shape=(1, 4, 4))
+    assert fit(gaussian, DataLoader(TensorDataset(x), batch_size=8), CONFIG).epochs == 1  # any real value
+
+
 def test_iterable_loaders_of_any_batch_size_train_and_fit_runs_twice():
     result = fit(tiny_vae(), DataLoader(Stream(), batch_size=None), CONFIG)
     assert result.steps == 5 and np.isfinite(result.history[-1]["train_elbo"])

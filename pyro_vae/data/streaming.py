@@ -223,11 +223,12 @@ def loader_length(loader) -> int | None:
         return None
 
 
-def loader_batches(model, loader, device: torch.device, epoch: int, finite: list):
+def loader_batches(model, loader, device: torch.device, epoch: int, extremes: list):
     """The loader's batches on the model's device and dtype; the epoch's first batch is
     validated as ``fit`` validates a Dataset (one host sync per epoch), every batch's shape
-    and (on the CPU, before they move) labels. ``finite`` gets each batch's flag "no NaN or
-    Inf pixel", a device tensor read only when the epoch's loss is not finite."""
+    and (on the CPU, before they move) labels. ``extremes`` gets each batch's smallest and
+    largest pixel, a ``(2,)`` device tensor, read once the epoch ends
+    (:func:`check_batch_range`) and when its loss is not finite (:func:`check_finite_batches`)."""
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     classes = getattr(model, "num_classes", None)
     partial = bool(getattr(model, "partial_labels", False))  # M2: -1 marks an unlabelled row
@@ -237,8 +238,7 @@ def loader_batches(model, loader, device: torch.device, epoch: int, finite: list
                               what=f"epoch {epoch}, batch {i + 1}", label_range=label_range)
         # The extremes are finite exactly when every pixel is (a NaN propagates into both): one
         # pass, about ten times faster on the CPU than isfinite(x).all(), which allocates a mask.
-        low, high = torch.aminmax(x)
-        finite.append(torch.isfinite(low) & torch.isfinite(high))
+        extremes.append(torch.stack(torch.aminmax(x)))
         if i == 0:
             if model.needs_labels and y is None:
                 raise ValueError(f"model {type(model).__name__} needs labels but the loader's batches "
@@ -247,9 +247,35 @@ def loader_batches(model, loader, device: torch.device, epoch: int, finite: list
         yield x, y
 
 
-def check_finite_batches(flags: list, epoch: int) -> None:
-    """``ValueError`` naming the first streamed batch of the epoch that held NaN or Inf pixels."""
-    if flags and not bool(torch.stack(flags).all()):
-        bad = int((~torch.stack(flags)).nonzero()[0, 0]) + 1
+def check_finite_batches(extremes: list, epoch: int) -> None:
+    """``ValueError`` naming the first streamed batch of the epoch that held NaN or Inf pixels
+    (``extremes``: :func:`loader_batches`'s ``(low, high)`` per batch)."""
+    if not extremes:
+        return
+    finite = torch.isfinite(torch.stack(extremes)).all(dim=1)  # (batches,)
+    if not bool(finite.all()):
+        bad = int((~finite).nonzero()[0, 0]) + 1
         raise ValueError(f"epoch {epoch}, batch {bad} of the training data contains NaN or Inf "
                          f"values; the loader must yield finite pixels")
+
+
+def check_batch_range(extremes: list, likelihood, epoch: int) -> None:
+    """``ValueError`` naming the first streamed batch of the epoch with pixels outside
+    ``likelihood.value_range`` (``(low, high)``, or None: any real value), one host sync.
+
+    Only the epoch's first batch is checked in full (:meth:`Likelihood.validate`); the others'
+    extremes come free with the finite check. A later batch's grey levels inside ``[0, 1]``
+    under the Bernoulli likelihood are not detected this way.
+    """
+    bounds = getattr(likelihood, "value_range", None)
+    if bounds is None or not extremes:
+        return
+    ranges = torch.stack(extremes).cpu()  # (batches, 2): the one host sync
+    check_finite_batches(list(ranges), epoch)  # NaN and Inf are named as such, not as out of range
+    outside = (ranges[:, 0] < bounds[0]) | (ranges[:, 1] > bounds[1])
+    if bool(outside.any()):
+        bad = int(outside.nonzero()[0, 0])
+        low, high = (float(v) for v in ranges[bad])
+        raise ValueError(f"epoch {epoch}, batch {bad + 1} of the training data has values in [{low:.4g}, "
+                         f"{high:.4g}]; the {likelihood.name} likelihood needs them in [{bounds[0]:g}, "
+                         f"{bounds[1]:g}] (the first batch was; the loader must scale every batch alike)")

@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import Dataset
-from ..data.streaming import check_finite_batches, loader_batches, loader_length, training_data
+from ..data.streaming import check_batch_range, check_finite_batches, loader_batches, loader_length, training_data
 from ..errors import (
     check_instance,
 )
@@ -308,9 +308,9 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
     step_losses = []  # per-step loss tensors, kept on the device until the epoch ends
     step_norms = []  # per-step gradient norms (before clipping), likewise
     n_seen = 0
-    finite_batches = []  # a DataLoader's per-batch flags (device tensors): no NaN or Inf pixel
+    batch_extremes = []  # a DataLoader's per-batch (low, high) pixels, device tensors
     if not isinstance(data, Dataset):  # a DataLoader: its batches, checked and moved one by one
-        batches, num_batches = loader_batches(model, data, device, epoch, finite_batches), loader_length(data)
+        batches, num_batches = loader_batches(model, data, device, epoch, batch_extremes), loader_length(data)
     elif world > 1:  # this process's shard; its RNG stream reseeded from (seed, epoch, rank)
         distributed.seed_epoch(config.seed, epoch)
         batches, num_batches = distributed.shard_batches(data, config.batch_size, config.seed, epoch)
@@ -363,13 +363,14 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
                     callback.on_step_end(model, state, info)
     if not step_losses:
         raise ValueError(f"the training data yielded no batch in epoch {epoch}; nothing to train on")
+    check_batch_range(batch_extremes, getattr(model, "likelihood", None), epoch)  # before the epoch counts
     losses = torch.stack(step_losses)
     if world > 1:  # every rank took as many steps on as many examples: sum step i's loss
         losses = distributed.all_reduce_sum(losses.double())
         n_seen *= world
     finite = torch.isfinite(losses)
     if not bool(finite.all()):
-        check_finite_batches(finite_batches, epoch)  # bad data, not divergence
+        check_finite_batches(batch_extremes, epoch)  # bad data, not divergence
         bad_step = int((~finite).nonzero()[0, 0]) + 1
         raise NonFiniteLossError(
             f"non-finite loss at epoch {epoch}, step {bad_step} of the epoch (global step "
@@ -383,7 +384,7 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
     finite_params = torch.stack([torch.isfinite(p).all() for p in params]).all() if params else None
     grad_norm = torch.stack(step_norms).double().mean().item()
     if (finite_params is not None and not bool(finite_params)) or not math.isfinite(grad_norm):
-        check_finite_batches(finite_batches, epoch)
+        check_finite_batches(batch_extremes, epoch)
         raise NonFiniteLossError(
             f"non-finite parameters after epoch {epoch} (global step "
             f"{state.step + len(step_losses)} at the latest): a gradient was NaN or infinite "

@@ -71,6 +71,10 @@ class Likelihood(nn.Module, ABC):
     def mean(self, decoder_out: torch.Tensor) -> torch.Tensor:
         """Return the mean image ``(..., D)``."""
 
+    #: ``(low, high)`` bounds of the values this likelihood scores, or None (any real value):
+    #: read from the extremes of streamed training batches after the first.
+    value_range: tuple[float, float] | None = None
+
     @abstractmethod
     def validate(self, x: torch.Tensor, name: str = "x") -> None:
         """Raise ``ValueError`` if ``x`` lies outside this likelihood's support."""
@@ -99,6 +103,7 @@ class BernoulliLikelihood(Likelihood):
     """
 
     name = "bernoulli"
+    value_range = (0.0, 1.0)
 
     def forward(self, decoder_out):
         return BernoulliPixels(decoder_out, validate_args=False)
@@ -237,6 +242,7 @@ class ContinuousBernoulliLikelihood(Likelihood):
     """
 
     name = "continuous-bernoulli"
+    value_range = (0.0, 1.0)
     discrete = False
 
     def forward(self, decoder_out):
