@@ -31,7 +31,7 @@ import re
 import torch
 
 from .data import Dataset, DataSpec
-from .inference.evaluate import hash_values
+from .inference.fingerprints import hash_values
 
 #: Format version of :func:`data_fingerprint` (part of what is hashed).
 _FINGERPRINT_TAG = b"pyro-vae data v1;"

@@ -30,7 +30,7 @@ from ..checkpoint import atomic_write_text
 from ..data import DataConfig, load_dataset
 from ..errors import check_instance, check_positive_int, check_seed
 from ..inference.config import TrainConfig
-from ..inference.evaluate import fingerprint
+from ..inference.fingerprints import fingerprint
 from ..jsonio import dumps_finite
 from ..models import MODELS
 from ..runfiles import check_out_dir

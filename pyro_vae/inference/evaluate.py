@@ -23,10 +23,7 @@ torch.Size([8])
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
 import math
-import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -38,6 +35,8 @@ from ..data import Dataset
 from ..data.streaming import batches, is_streamed, tensor_pair
 from ..errors import check_positive_int
 from ..models.base import _model_float
+from .fingerprints import fingerprint, hash_values  # noqa: F401  (importable from here as before)
+from .heap import release_free_heap
 from .tracing import record_sites, scaled_log_prob, scored_sites
 
 
@@ -57,39 +56,6 @@ class Estimate:
         """Standard error of the mean; None for a single example (it has none)."""
         n = self.per_example.numel()
         return self.per_example.std().item() / math.sqrt(n) if n > 1 else None
-
-
-def fingerprint(x: torch.Tensor, y: torch.Tensor | None = None) -> str:
-    """SHA-256 (hex) of a test set: the values of ``x`` (and labels ``y``), whatever their dtype.
-
-    ``x`` is hashed as float64 (exact for float32 and float16 values), ``y`` as int64, with
-    their shapes, so the same test tensor gives the same fingerprint on any device and in any
-    floating dtype, and two runs scored on the same data definition carry the same one.
-
-    Example
-    -------
-    >>> import torch
-    >>> x = torch.tensor([[0.0, 1.0]])
-    >>> fingerprint(x) == fingerprint(x.double()) != fingerprint(1 - x)
-    True
-    """
-    digest = hashlib.sha256(b"pyro-vae test set v1;")
-    digest.update(f"x{tuple(x.shape)};".encode())
-    hash_values(digest, x, torch.float64)
-    if y is not None:
-        digest.update(f"y{tuple(y.shape)};".encode())
-        hash_values(digest, y, torch.int64)
-    return digest.hexdigest()
-
-
-def hash_values(digest, t: torch.Tensor, dtype: torch.dtype, chunk_bytes: int = 2**23) -> None:
-    """Feed the values of ``t`` (rows first, at least 1-D), as ``dtype`` on the CPU, to ``digest``
-    about ``chunk_bytes`` at a time: the bytes, hence the hash, do not depend on the chunking."""
-    t = t.detach()
-    row_bytes = t[0].numel() * torch.empty((), dtype=dtype).element_size() if t.shape[0] else 1
-    rows = max(1, chunk_bytes // max(1, row_bytes))
-    for start in range(0, t.shape[0], rows):
-        digest.update(t[start:start + rows].to(device="cpu", dtype=dtype).contiguous().numpy().tobytes())
 
 
 def _with_sample_plate(fn, num_samples: int, device: torch.device):
@@ -258,38 +224,8 @@ def _per_example(model, x, y, num_samples, batch_size, sample_chunk, reduce, pro
                 out.append(torch.logsumexp(stacked, 0) - math.log(num_samples))
             del log_w, sites
             if x.device.type == "cpu":  # the tensors of a GPU evaluation are not on the C heap
-                _release_free_heap()
+                release_free_heap()
     return torch.cat(out)
-
-
-def _release_free_heap() -> None:
-    """Return the C heap's free pages to the system: glibc's ``malloc_trim(0)``, else nothing.
-
-    The chunks' transient tensors are large and glibc keeps what they free in its per-thread
-    arenas; after a training run had raised its thresholds, the resident set of a K = 100
-    evaluation of the 10,000 Fashion-MNIST test images grew by about 850 MB instead of 140
-    (``benchmarks/train_memory.py``). Trimming once per batch of examples keeps the peak at
-    the size of one batch's chunks; it releases only memory already freed.
-    """
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is None:
-        _MALLOC_TRIM = _find_malloc_trim()
-    if _MALLOC_TRIM:
-        _MALLOC_TRIM(0)
-
-
-def _find_malloc_trim():
-    """glibc's ``malloc_trim`` as a callable, or False where there is none (macOS, musl, Windows)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None)  # the running process's own C library
-        return libc.malloc_trim if hasattr(libc, "malloc_trim") else False
-    except OSError:
-        return False
-
-
-_MALLOC_TRIM = None  # resolved on first use
 
 
 @torch.no_grad()
