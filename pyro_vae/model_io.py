@@ -183,7 +183,7 @@ def _check_shapes(name: str, state: dict, build) -> None:
                          f"({'; '.join(problems)})")
 
 
-def load_model(path: str | os.PathLike, *, device=None, encoder=None, decoder=None):
+def load_model(path: str | os.PathLike, *, device=None, encoder=None, decoder=None, classifier=None):
     """Load a model written by :meth:`~pyro_vae.models.GenerativeModel.save`, in evaluation mode.
 
     Parameters
@@ -191,9 +191,10 @@ def load_model(path: str | os.PathLike, *, device=None, encoder=None, decoder=No
     path : path-like
     device : str or torch.device, optional
         Where to put the model (default: the CPU).
-    encoder, decoder : nn.Module, optional
-        Required exactly when the model was built with networks of your own: modules of the
-        same architecture (their weights are replaced by the saved ones).
+    encoder, decoder, classifier : nn.Module, optional
+        Required exactly when the model was built with networks of your own (``classifier``:
+        M2's q(y | x)): modules of the same architecture (their weights are replaced by the
+        saved ones).
 
     Raises
     ------
@@ -232,7 +233,7 @@ def load_model(path: str | os.PathLike, *, device=None, encoder=None, decoder=No
         config = config_cls(**raw)
     except (TypeError, ValueError) as err:
         raise ValueError(f"saved model {name!r} has an invalid model_config ({err})") from None
-    networks = _networks(name, meta, {"encoder": encoder, "decoder": decoder})
+    networks = _networks(name, meta, {"classifier": classifier, "encoder": encoder, "decoder": decoder})
     sizes = {"num_classes": meta["num_classes"], "image_shape": tuple(meta["image_shape"]), **networks}
     with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's RNG as it was
         if not networks:

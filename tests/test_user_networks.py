@@ -3,6 +3,7 @@ the checks at construction, training, scoring and saving like the built-ins."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -127,3 +128,104 @@ def test_float64_user_networks():
     vae.double()
     x = torch.bernoulli(torch.full((3, 64), 0.5))  # float32 input, moved to the model's dtype
     assert vae.reconstruct(x).dtype == torch.float64
+
+
+# --------------------------------------------------------------------------- HVAE and M2
+
+
+class Flat(nn.Module):
+    """A built-in network on flat inputs, seen through the images contract: flattens the images
+    (and appends the one-hot labels) before calling it, so its outputs equal the built-in's."""
+
+    def __init__(self, net: nn.Module, split: bool = False, images: bool = True):
+        super().__init__()
+        self.net, self.split, self.images = net, split, images
+        self.seen = []
+
+    def forward(self, inputs, onehot=None):
+        self.seen.append((tuple(inputs.shape), None if onehot is None else tuple(onehot.shape)))
+        flat = inputs.flatten(1) if self.images else inputs
+        if onehot is None:
+            return self.net(flat)
+        return self.net(flat, onehot) if self.split else self.net(torch.cat([flat, onehot], -1))
+
+
+def _copy_the_rest(source, target, user: tuple[str, ...]) -> None:
+    """Load ``source``'s weights into ``target`` for every module but the user's networks."""
+    state = {k: v for k, v in source.state_dict().items() if k.split(".")[0] not in user}
+    missing, unexpected = target.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.split(".")[0] in user for k in missing)
+
+
+def test_hvae_with_its_own_networks_as_copies_of_the_built_ins_scores_the_same():
+    from pyro_vae.models import HVAE, HVAEConfig
+
+    config = HVAEConfig(levels=2, latent_dim=2, hidden_dims=(8,))
+    torch.manual_seed(0)
+    built_in = HVAE(64, config, image_shape=(1, 8, 8)).double()
+    encoder = Flat(copy.deepcopy(built_in.encoder.net))
+    decoder = Flat(copy.deepcopy(built_in.decoder), images=False)
+    mine = HVAE(64, config, image_shape=(1, 8, 8), encoder=encoder, decoder=decoder).double()
+    assert mine.user_networks == ("encoder", "decoder")
+    _copy_the_rest(built_in, mine, ("encoder", "decoder"))
+    x = torch.bernoulli(torch.full((5, 64), 0.3, dtype=torch.float64))
+    encoder.seen.clear(), decoder.seen.clear()
+    torch.manual_seed(1)
+    expected = log_importance_weights(built_in, x, num_samples=4)
+    torch.manual_seed(1)
+    torch.testing.assert_close(log_importance_weights(mine, x, num_samples=4), expected, rtol=0, atol=1e-10)
+    assert encoder.seen == [((5, 1, 8, 8), None)]
+    assert decoder.seen == [((20, 4), None)]  # z_1 of the 4 x 5 samples, folded; 4 = 2 * latent_dim
+
+
+def test_m2_with_its_own_networks_as_copies_of_the_built_ins_scores_the_same():
+    from pyro_vae.inference.evaluate import elbo, log_likelihood
+    from pyro_vae.models import M2, M2Config
+
+    config = M2Config(latent_dim=2, hidden_dims=(8,))
+    torch.manual_seed(0)
+    built_in = M2(64, config, num_classes=3, image_shape=(1, 8, 8)).double()
+    nets = {"classifier": Flat(copy.deepcopy(built_in.classifier)),
+            "encoder": Flat(copy.deepcopy(built_in.encoder), split=True),
+            "decoder": Flat(copy.deepcopy(built_in.decoder), split=True, images=False)}
+    mine = M2(64, config, num_classes=3, image_shape=(1, 8, 8), **nets).double()
+    assert mine.user_networks == ("classifier", "encoder", "decoder")
+    _copy_the_rest(built_in, mine, tuple(nets))
+    x = torch.bernoulli(torch.full((5, 64), 0.3, dtype=torch.float64))
+    for score in (lambda m: elbo(m, x, num_samples=3).per_example,
+                  lambda m: log_likelihood(m, x, num_samples=6).per_example):
+        torch.manual_seed(2)
+        expected = score(built_in)
+        torch.manual_seed(2)
+        torch.testing.assert_close(score(mine), expected, rtol=0, atol=1e-10)
+    for name, net in nets.items():  # never a leading enumeration or sample dimension
+        assert all(len(images) in (2, 4) and (onehot is None or len(onehot) == 2) for images, onehot in net.seen), name
+    assert all(images[0] == onehot[0] for images, onehot in nets["encoder"].seen)  # one label per image
+
+
+def test_m2_and_hvae_networks_train_save_and_are_asked_for_again(digits, tmp_path):
+    from pyro_vae.models import HVAE, M2, HVAEConfig, M2Config
+
+    hvae = HVAE(64, HVAEConfig(levels=2, latent_dims=(LATENT, LATENT)), image_shape=(1, 8, 8),
+                encoder=Encoder(), decoder=Decoder(flat=True))
+    with pytest.raises(ValueError, match=r"network 'decoder' failed on a test batch of codes"):
+        HVAE(64, HVAEConfig(levels=2, latent_dim=LATENT), image_shape=(1, 8, 8), decoder=Decoder())  # z_1: 6 wide
+    m2 = M2(64, M2Config(latent_dim=LATENT, hidden_dims=(16,)), num_classes=10, image_shape=(1, 8, 8),
+            classifier=nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), encoder=Encoder(num_classes=10),
+            decoder=Decoder(num_classes=10))
+    m2.init_from_data(digits.x_train, digits.y_train)
+    for model, builders in ((hvae, {"encoder": Encoder, "decoder": lambda: Decoder(flat=True)}),
+                            (m2, {"classifier": lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 10)),
+                                  "encoder": lambda: Encoder(num_classes=10),
+                                  "decoder": lambda: Decoder(num_classes=10)})):
+        result = fit(model, digits, TrainConfig(epochs=2, batch_size=128, progress=False, eval_every=0))
+        assert all(math.isfinite(v) for h in result.history for k, v in h.items() if k.startswith("train_"))
+        path = tmp_path / f"{type(model).__name__}.pt"
+        model.save(path)
+        missing = next(iter(builders))
+        with pytest.raises(ValueError, match=rf"built with your own {missing} .*; pass {missing}="):
+            load_model(path, **{k: b() for k, b in builders.items() if k != missing})
+        again = load_model(path, **{k: b() for k, b in builders.items()})
+        model.eval()
+        x = digits.x_test[:7]
+        assert torch.equal(again.encode(x), model.encode(x))

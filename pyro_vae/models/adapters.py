@@ -35,7 +35,7 @@ import math
 import torch
 from torch import nn
 
-from ..errors import check_choice, check_int_tuple
+from ..errors import check_choice, check_instance, check_int_tuple
 from .conv import ConvDecoder, ConvEncoder, ConvFeatures
 from .folding import fold_leading
 
@@ -232,6 +232,37 @@ def check_network(adapter: ImageInput | ImageOutput, in_dim: int, extra_dims: tu
         net.train(was_training)
 
 
+def given_networks(**networks) -> tuple[str, ...]:
+    """Names of the networks of one's own among ``networks`` (None: the built-in one), in the
+    order given; anything but an ``nn.Module`` or None is a one-line ``TypeError``.
+
+    Example
+    -------
+    >>> from torch import nn
+    >>> given_networks(encoder=nn.Identity(), decoder=None)
+    ('encoder',)
+    """
+    for name, net in networks.items():
+        if net is not None:
+            check_instance(name, net, nn.Module, "pass a torch.nn.Module (or None for the built-in one)")
+    return tuple(name for name, net in networks.items() if net is not None)
+
+
+def image_input(net: nn.Module, image_shape, out_dim: int, name: str, extra_dims: tuple[int, ...] = ()) -> ImageInput:
+    """A user's network on images, wrapped for flat pixels and tried once (:func:`check_network`)."""
+    adapter = ImageInput(net, image_shape, out_dim, name)
+    check_network(adapter, math.prod(image_shape), extra_dims)
+    return adapter
+
+
+def image_output(net: nn.Module, in_dim: int, image_shape, params_per_pixel: int, name: str,
+                 extra_dims: tuple[int, ...] = ()) -> ImageOutput:
+    """A user's network to images, wrapped to the likelihood's flat layout and tried once."""
+    adapter = ImageOutput(net, image_shape, params_per_pixel, name)
+    check_network(adapter, in_dim, extra_dims)
+    return adapter
+
+
 def conv_encoder(image_shape, conv_channels, hidden_dims, out_dim: int, extra_dim: int = 0,
                  name: str = "encoder", activation: str = "relu") -> ImageInput:
     """The built-in conv encoder on flat pixels: ``(..., D)`` (+ ``(..., extra_dim)``) -> ``(..., out_dim)``.
@@ -278,4 +309,5 @@ def conv_decoder(in_dim: int, hidden_dims, image_shape, params_per_pixel: int, c
 
 
 __all__ = ["ARCHS", "DEFAULT_CONV_CHANNELS", "ImageInput", "ImageOutput", "check_arch", "check_network",
-           "conv_decoder", "conv_encoder", "conv_features", "resolve_image_shape"]
+           "conv_decoder", "conv_encoder", "conv_features", "given_networks", "image_input", "image_output",
+           "resolve_image_shape"]

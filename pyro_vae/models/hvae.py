@@ -71,7 +71,17 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import check_choice, check_instance, check_int_tuple, check_positive_float, check_positive_int
-from .adapters import DEFAULT_CONV_CHANNELS, check_arch, conv_decoder, conv_encoder, conv_features, resolve_image_shape
+from .adapters import (
+    DEFAULT_CONV_CHANNELS,
+    check_arch,
+    conv_decoder,
+    conv_encoder,
+    conv_features,
+    given_networks,
+    image_input,
+    image_output,
+    resolve_image_shape,
+)
 from .base import GenerativeModel, data_plate
 from .distributions import DiagonalNormal
 from .likelihoods import LIKELIHOODS, build_likelihood, check_likelihood_options
@@ -209,6 +219,13 @@ class HVAE(GenerativeModel):
         Number of label classes (used by conditional priors on the top layer).
     image_shape : tuple of int or None
         ``(C, H, W)`` of one example; None: ``(1, 1, D)``, which ``arch="conv"`` refuses.
+    encoder, decoder : nn.Module or None
+        Networks of your own in place of the built-in ones, under the VAE's contract
+        (:class:`~pyro_vae.models.vae.VAE`): ``encoder(images (N, C, H, W))`` returns
+        ``(N, 2 * latent_dims[-1])``, q(z_L | x)'s location then raw scale;
+        ``decoder(z_1 (N, latent_dims[0]))`` returns ``(N, C * P, H, W)`` or ``(N, P * D)``.
+        The other networks stay built in (``arch``): q(z_l | x, z_{l+1}) reads the pixels
+        through its own branch, and the conditionals p(z_l | z_{l+1}) are MLPs.
 
     Modules: ``encoder`` q(z_L | x), ``decoder`` p(x | z_1), ``prior`` p(z_L), ``likelihood``
     (the VAE's names), ``conditionals[l - 1]`` p(z_l | z_{l+1}) and ``guide_nets[l - 1]``
@@ -218,13 +235,16 @@ class HVAE(GenerativeModel):
     pyro_name = "hvae"
 
     def __init__(self, data_dim: int, config: HVAEConfig | None = None, num_classes: int | None = None,
-                 image_shape: tuple[int, int, int] | None = None):
+                 image_shape: tuple[int, int, int] | None = None, *,
+                 encoder: nn.Module | None = None, decoder: nn.Module | None = None):
         super().__init__()
         config = HVAEConfig() if config is None else config
         check_instance("config", config, HVAEConfig, "build one with HVAEConfig(...)")
         self.config = config
         self.data_dim = check_positive_int("data_dim", data_dim)
         self.num_classes = num_classes
+        #: Names of the networks the user passed in (saved models ask for them again).
+        self.user_networks = given_networks(encoder=encoder, decoder=decoder)
         conv = config.arch == "conv"
         self.image_shape = resolve_image_shape(data_dim, image_shape, "arch 'conv'" if conv else None)
         self.levels = config.levels
@@ -235,13 +255,21 @@ class HVAE(GenerativeModel):
         # levels=1 draws the same initial weights as a VAE under the same seed.
         shape, channels = self.image_shape, config.conv_channels
         act = config.activation
-        self.encoder = (GaussianHead(conv_encoder(shape, channels, hidden, 2 * self.latent_dim, activation=act),
-                                     self.latent_dim)
-                        if conv else GaussianEncoder(data_dim, hidden, self.latent_dim, act))
+        if encoder is not None:
+            self.encoder = GaussianHead(image_input(encoder, shape, 2 * self.latent_dim, "encoder"), self.latent_dim)
+        elif conv:
+            self.encoder = GaussianHead(conv_encoder(shape, channels, hidden, 2 * self.latent_dim, activation=act),
+                                        self.latent_dim)
+        else:
+            self.encoder = GaussianEncoder(data_dim, hidden, self.latent_dim, act)
         self.likelihood = build_likelihood(config.likelihood, data_dim, obs_scale=config.obs_scale)
         p = self.likelihood.params_per_pixel
-        self.decoder = (conv_decoder(dims[0], tuple(reversed(hidden)), shape, p, channels, activation=act) if conv
-                        else MLP(dims[0], tuple(reversed(hidden)), data_dim * p, act))
+        if decoder is not None:
+            self.decoder = image_output(decoder, dims[0], shape, p, "decoder")
+        elif conv:
+            self.decoder = conv_decoder(dims[0], tuple(reversed(hidden)), shape, p, channels, activation=act)
+        else:
+            self.decoder = MLP(dims[0], tuple(reversed(hidden)), data_dim * p, act)
         self.prior = build_prior(
             config.prior, self.latent_dim, num_components=config.prior_components,
             num_classes=num_classes, data_dim=data_dim, encoder=self._encode_top,

@@ -66,7 +66,17 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import check_choice, check_instance, check_int_tuple, check_positive_float, check_positive_int
-from .adapters import DEFAULT_CONV_CHANNELS, check_arch, conv_decoder, conv_encoder, conv_features, resolve_image_shape
+from .adapters import (
+    DEFAULT_CONV_CHANNELS,
+    check_arch,
+    conv_decoder,
+    conv_encoder,
+    conv_features,
+    given_networks,
+    image_input,
+    image_output,
+    resolve_image_shape,
+)
 from .base import GenerativeModel, data_plate
 from .distributions import DiagonalNormal
 from .likelihoods import LIKELIHOODS, build_likelihood, check_likelihood_options
@@ -178,6 +188,13 @@ class M2(GenerativeModel):
         Number of classes C; labels are integers in ``[0, C)``, ``-1`` for unlabelled rows.
     image_shape : tuple of int or None
         ``(C, H, W)`` of one example; None: ``(1, 1, D)``, which ``arch="conv"`` refuses.
+    classifier, encoder, decoder : nn.Module or None
+        Networks of your own in place of the built-in ones, under the VAE's contract
+        (:class:`~pyro_vae.models.vae.VAE`; they never see leading enumeration or sample
+        dimensions): ``classifier(images (N, C, H, W))`` returns the logits of q(y | x),
+        ``(N, num_classes)``; ``encoder(images, onehot (N, num_classes))`` returns
+        ``(N, 2 * latent_dim)``, q(z | x, y)'s location then raw scale;
+        ``decoder(z (N, latent_dim), onehot)`` returns ``(N, C * P, H, W)`` or ``(N, P * D)``.
 
     Modules: ``classifier`` (logits of q(y | x)), ``encoder`` (q(z | x, y)), ``decoder``,
     ``prior``, ``likelihood``.
@@ -192,7 +209,8 @@ class M2(GenerativeModel):
     adds_training_terms = True
 
     def __init__(self, data_dim: int, config: M2Config | None = None, num_classes: int | None = None,
-                 image_shape: tuple[int, int, int] | None = None):
+                 image_shape: tuple[int, int, int] | None = None, *, classifier: nn.Module | None = None,
+                 encoder: nn.Module | None = None, decoder: nn.Module | None = None):
         super().__init__()
         if num_classes is None:
             raise ValueError(
@@ -205,22 +223,30 @@ class M2(GenerativeModel):
         self.num_classes = check_positive_int("num_classes", num_classes)
         self.latent_dim = config.latent_dim
         self.alpha = config.alpha
+        #: Names of the networks the user passed in (saved models ask for them again).
+        self.user_networks = given_networks(classifier=classifier, encoder=encoder, decoder=decoder)
         conv = config.arch == "conv"
         self.image_shape = resolve_image_shape(data_dim, image_shape, "arch 'conv'" if conv else None)
         hidden, c, shape, channels = config.hidden_dims, self.num_classes, self.image_shape, config.conv_channels
         act = config.activation
-        self.classifier = (conv_encoder(shape, channels, hidden, c, name="classifier", activation=act) if conv
-                           else MLP(data_dim, hidden, c, act))
+        if classifier is not None:
+            self.classifier = image_input(classifier, shape, c, "classifier")
+        elif conv:
+            self.classifier = conv_encoder(shape, channels, hidden, c, name="classifier", activation=act)
+        else:
+            self.classifier = MLP(data_dim, hidden, c, act)
         u_net = (lambda width: conv_features(shape, channels, width)) if conv else None  # noqa: E731
-        self.encoder = _LabelledNet(data_dim, c, hidden, 2 * config.latent_dim, u_net=u_net, activation=act)
+        self.encoder = (image_input(encoder, shape, 2 * config.latent_dim, "encoder", (c,)) if encoder is not None
+                        else _LabelledNet(data_dim, c, hidden, 2 * config.latent_dim, u_net=u_net, activation=act))
         self.likelihood = build_likelihood(config.likelihood, data_dim, obs_scale=config.obs_scale)
         p = self.likelihood.params_per_pixel
 
         def tail(width, rest):  # the conv decoder after the split layer
             return conv_decoder(width, rest, shape, p, channels, activation=act)
 
-        self.decoder = _LabelledNet(config.latent_dim, c, tuple(reversed(hidden)), data_dim * p,
-                                    tail=tail if conv else None, activation=act)
+        self.decoder = (image_output(decoder, config.latent_dim, shape, p, "decoder", (c,)) if decoder is not None
+                        else _LabelledNet(config.latent_dim, c, tuple(reversed(hidden)), data_dim * p,
+                                          tail=tail if conv else None, activation=act))
         self.prior = build_prior(
             config.prior, config.latent_dim, num_components=config.prior_components,
             num_classes=num_classes, data_dim=data_dim, encoder=self._encode_predicted,

@@ -34,12 +34,12 @@ from torch import nn
 from ..errors import check_choice, check_instance, check_int_tuple, check_positive_float, check_positive_int
 from .adapters import (
     DEFAULT_CONV_CHANNELS,
-    ImageInput,
-    ImageOutput,
     check_arch,
-    check_network,
     conv_decoder,
     conv_encoder,
+    given_networks,
+    image_input,
+    image_output,
     resolve_image_shape,
 )
 from .base import GenerativeModel, data_plate
@@ -172,11 +172,8 @@ class VAE(GenerativeModel):
         self.config = config
         self.data_dim = check_positive_int("data_dim", data_dim)
         self.num_classes = num_classes
-        for name, net in (("encoder", encoder), ("decoder", decoder)):
-            if net is not None:
-                check_instance(name, net, nn.Module, "pass a torch.nn.Module (or None for the built-in one)")
         #: Names of the networks the user passed in (saved models ask for them again).
-        self.user_networks = tuple(n for n, net in (("encoder", encoder), ("decoder", decoder)) if net is not None)
+        self.user_networks = given_networks(encoder=encoder, decoder=decoder)
         self.image_shape = resolve_image_shape(data_dim, image_shape, "arch 'conv'" if config.arch == "conv" else None)
         self.guide_family = GUIDES.get(config.guide)(config.latent_dim)
         self.is_bound = self.guide_family.has_density
@@ -205,9 +202,7 @@ class VAE(GenerativeModel):
         """The encoder's network: flat ``(..., D)`` (+ labels) -> ``(..., 2 * latent_dim)``."""
         out_dim, cfg = 2 * self.config.latent_dim, self.config
         if user is not None:
-            net = ImageInput(user, self.image_shape, out_dim, "encoder")
-            check_network(net, self.data_dim, self._label_dims)
-            return net
+            return image_input(user, self.image_shape, out_dim, "encoder", self._label_dims)
         if cfg.arch == "conv":
             return conv_encoder(self.image_shape, cfg.conv_channels, cfg.hidden_dims, out_dim, self._label_dim,
                                 activation=cfg.activation)
@@ -217,9 +212,7 @@ class VAE(GenerativeModel):
         """The decoder: codes ``(..., latent_dim)`` (+ labels) -> ``(..., D * params_per_pixel)``."""
         cfg, p = self.config, self.likelihood.params_per_pixel
         if user is not None:
-            net = ImageOutput(user, self.image_shape, p, "decoder")
-            check_network(net, cfg.latent_dim, self._label_dims)
-            return net
+            return image_output(user, cfg.latent_dim, self.image_shape, p, "decoder", self._label_dims)
         hidden = tuple(reversed(cfg.hidden_dims))
         if cfg.arch == "conv":
             return conv_decoder(cfg.latent_dim, hidden, self.image_shape, p, cfg.conv_channels, self._label_dim,
