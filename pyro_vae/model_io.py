@@ -34,6 +34,7 @@ Example
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 from pathlib import Path
@@ -151,10 +152,14 @@ def _model_class(name: str, meta: dict):
     return MODELS[meta["model"]]
 
 
-def _networks(name: str, meta: dict, given: dict) -> dict:
+def _networks(name: str, meta: dict, given: dict, model_cls) -> dict:
     """The user's networks to pass to the constructor, checked against the ones saved."""
     saved = meta["user_networks"]
+    takes = inspect.signature(model_cls).parameters
     for key, net in given.items():
+        if net is not None and key not in takes:
+            raise ValueError(f"saved model {name!r} is a {meta['model']!r}, which takes no {key}; pass no "
+                             f"{key} to load_model")
         if key in saved and net is None:
             raise ValueError(f"saved model {name!r} was built with your own {key} ({saved[key]}); "
                              f"pass {key}=<a {saved[key]} built as before> to load_model")
@@ -233,14 +238,14 @@ def load_model(path: str | os.PathLike, *, device=None, encoder=None, decoder=No
         config = config_cls(**raw)
     except (TypeError, ValueError) as err:
         raise ValueError(f"saved model {name!r} has an invalid model_config ({err})") from None
-    networks = _networks(name, meta, {"classifier": classifier, "encoder": encoder, "decoder": decoder})
+    networks = _networks(name, meta, {"classifier": classifier, "encoder": encoder, "decoder": decoder}, model_cls)
     sizes = {"num_classes": meta["num_classes"], "image_shape": tuple(meta["image_shape"]), **networks}
     with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's RNG as it was
         if not networks:
             _check_shapes(name, state, lambda: model_cls(meta["data_dim"], config, **sizes))
         try:
             model = model_cls(meta["data_dim"], config, **sizes)
-        except ValueError as err:
+        except (ValueError, TypeError) as err:  # TypeError: a network this model does not take
             raise ValueError(f"saved model {name!r}: {err}") from None
     model.to(dtype=_DTYPES[meta["dtype"]])
     try:

@@ -254,14 +254,18 @@ def check_finite_batches(extremes: list, epoch: int) -> None:
         return
     finite = torch.isfinite(torch.stack(extremes)).all(dim=1)  # (batches,)
     if not bool(finite.all()):
-        bad = int((~finite).nonzero()[0, 0]) + 1
-        raise ValueError(f"epoch {epoch}, batch {bad} of the training data contains NaN or Inf "
-                         f"values; the loader must yield finite pixels")
+        raise _non_finite(epoch, int((~finite).nonzero()[0, 0]) + 1)
+
+
+def _non_finite(epoch: int, batch: int) -> ValueError:
+    return ValueError(f"epoch {epoch}, batch {batch} of the training data contains NaN or Inf values; the "
+                      f"loader must yield finite pixels")
 
 
 def check_batch_range(extremes: list, likelihood, epoch: int) -> None:
-    """``ValueError`` naming the first streamed batch of the epoch with pixels outside
-    ``likelihood.value_range`` (``(low, high)``, or None: any real value), one host sync.
+    """``ValueError`` naming the first streamed batch of the epoch with NaN or Inf pixels or
+    pixels outside ``likelihood.value_range`` (``(low, high)``, or None: any real value), one
+    host sync.
 
     Only the epoch's first batch is checked in full (:meth:`Likelihood.validate`); the others'
     extremes come free with the finite check. A later batch's grey levels inside ``[0, 1]``
@@ -271,11 +275,15 @@ def check_batch_range(extremes: list, likelihood, epoch: int) -> None:
     if bounds is None or not extremes:
         return
     ranges = torch.stack(extremes).cpu()  # (batches, 2): the one host sync
-    check_finite_batches(list(ranges), epoch)  # NaN and Inf are named as such, not as out of range
-    outside = (ranges[:, 0] < bounds[0]) | (ranges[:, 1] > bounds[1])
-    if bool(outside.any()):
-        bad = int(outside.nonzero()[0, 0])
-        low, high = (float(v) for v in ranges[bad])
-        raise ValueError(f"epoch {epoch}, batch {bad + 1} of the training data has values in [{low:.4g}, "
-                         f"{high:.4g}]; the {likelihood.name} likelihood needs them in [{bounds[0]:g}, "
-                         f"{bounds[1]:g}] (the first batch was; the loader must scale every batch alike)")
+    finite = torch.isfinite(ranges).all(dim=1)
+    outside = (ranges[:, 0] < bounds[0]) | (ranges[:, 1] > bounds[1])  # NaN compares False
+    bad = ~finite | outside
+    if not bool(bad.any()):
+        return
+    first = int(bad.nonzero()[0, 0])
+    if not bool(finite[first]):
+        raise _non_finite(epoch, first + 1)
+    low, high = (float(v) for v in ranges[first])
+    raise ValueError(f"epoch {epoch}, batch {first + 1} of the training data has values in [{low:.10g}, "
+                     f"{high:.10g}]; the {likelihood.name} likelihood needs them in [{bounds[0]:g}, "
+                     f"{bounds[1]:g}] (the first batch was; the loader must scale every batch alike)")

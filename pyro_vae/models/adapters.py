@@ -107,6 +107,10 @@ def _float_of(net: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.get_default_dtype()
 
 
+class NetworkOutputError(ValueError):
+    """A network of one's own returned an output of the wrong shape (raised by the adapters)."""
+
+
 def _shape(out) -> str:
     return str(tuple(out.shape)) if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
 
@@ -148,7 +152,7 @@ class ImageInput(nn.Module):
         images = x.reshape(x.shape[0], *self.image_shape)  # (N, C, H, W)
         out = self.net(images, *extra)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != (x.shape[0], self.out_dim):
-            raise ValueError(f"network {self.name!r} returned shape {_shape(out)} for images of shape "
+            raise NetworkOutputError(f"network {self.name!r} returned shape {_shape(out)} for images of shape "
                              f"{tuple(images.shape)}; expected {(x.shape[0], self.out_dim)}")
         return out
 
@@ -194,7 +198,7 @@ class ImageOutput(nn.Module):
         out = self.net(z, *extra)
         images, flat = (n, c * p, h, w), (n, p * c * h * w)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) not in (images, flat):
-            raise ValueError(f"network {self.name!r} returned shape {_shape(out)} for inputs of shape "
+            raise NetworkOutputError(f"network {self.name!r} returned shape {_shape(out)} for inputs of shape "
                              f"{tuple(z.shape)}; expected {images} or {flat} ({p} parameter(s) per "
                              f"pixel of {self.image_shape} images)")
         return out.reshape(n, -1)  # (N, P * D): [parameter 0 (D) | parameter 1 (D) | ...]
@@ -206,7 +210,9 @@ class ImageOutput(nn.Module):
 def check_network(adapter: ImageInput | ImageOutput, in_dim: int, extra_dims: tuple[int, ...] = ()) -> None:
     """One forward pass of ``adapter`` on two zero examples (flat ``(2, in_dim)`` and extra
     ``(2, e)`` inputs), in evaluation mode and without gradients, on the wrapped network's device
-    and dtype; its failure becomes a one-line ``ValueError`` naming the network.
+    and dtype. A failure of the network's code, or an output of the wrong shape, dtype or
+    device, is a one-line ``ValueError`` naming the network. Every submodule's training flag
+    is restored afterwards (a frozen backbone stays in evaluation mode).
 
     Example
     -------
@@ -216,12 +222,12 @@ def check_network(adapter: ImageInput | ImageOutput, in_dim: int, extra_dims: tu
     net = adapter.net
     device, dtype = _float_of(net)
     inputs = [torch.zeros(2, d, device=device, dtype=dtype) for d in (in_dim, *extra_dims)]
-    was_training = net.training
+    modes = [(module, module.training) for module in net.modules()]
     net.eval()  # no batch-norm statistics updated, no dropout drawn
     try:
         with torch.no_grad():
-            adapter(*inputs)
-    except ValueError:
+            out = adapter(*inputs)
+    except NetworkOutputError:
         raise
     except Exception as err:  # noqa: BLE001 - any failure of the user's code, in one line
         detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
@@ -229,7 +235,12 @@ def check_network(adapter: ImageInput | ImageOutput, in_dim: int, extra_dims: tu
         raise ValueError(f"network {adapter.name!r} failed on a test batch of {kind} "
                          f"({type(err).__name__}: {detail})") from err
     finally:
-        net.train(was_training)
+        for module, training in modes:
+            module.training = training
+    if out.dtype != dtype or out.device != device:  # the model's other networks would fail on it
+        raise ValueError(f"network {adapter.name!r} returned a {out.dtype} tensor on {out.device} for "
+                         f"{dtype} inputs on {device}; it must return {dtype} on {device}, like its "
+                         f"parameters")
 
 
 def given_networks(**networks) -> tuple[str, ...]:

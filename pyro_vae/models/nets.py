@@ -59,6 +59,7 @@ class MLP(nn.Sequential):
     """
 
     def __init__(self, in_dim: int, hidden_dims: tuple[int, ...], out_dim: int, activation: str = "relu"):
+        check_choice("activation", activation, ACTIVATIONS)  # also when there is no hidden layer
         layers: list[nn.Module] = []
         d_in = in_dim
         for width in hidden_dims:
