@@ -152,8 +152,8 @@ class ImageInput(nn.Module):
         images = x.reshape(x.shape[0], *self.image_shape)  # (N, C, H, W)
         out = self.net(images, *extra)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != (x.shape[0], self.out_dim):
-            raise NetworkOutputError(f"network {self.name!r} returned shape {_shape(out)} for images of shape "
-                             f"{tuple(images.shape)}; expected {(x.shape[0], self.out_dim)}")
+            raise NetworkOutputError(f"network {self.name!r} returned shape {_shape(out)} for images of "
+                                     f"shape {tuple(images.shape)}; expected {(x.shape[0], self.out_dim)}")
         return out
 
     def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
@@ -198,9 +198,9 @@ class ImageOutput(nn.Module):
         out = self.net(z, *extra)
         images, flat = (n, c * p, h, w), (n, p * c * h * w)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) not in (images, flat):
-            raise NetworkOutputError(f"network {self.name!r} returned shape {_shape(out)} for inputs of shape "
-                             f"{tuple(z.shape)}; expected {images} or {flat} ({p} parameter(s) per "
-                             f"pixel of {self.image_shape} images)")
+            raise NetworkOutputError(f"network {self.name!r} returned shape {_shape(out)} for inputs of "
+                                     f"shape {tuple(z.shape)}; expected {images} or {flat} ({p} parameter(s) "
+                                     f"per pixel of {self.image_shape} images)")
         return out.reshape(n, -1)  # (N, P * D): [parameter 0 (D) | parameter 1 (D) | ...]
 
     def forward(self, z: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
