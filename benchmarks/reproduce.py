@@ -587,7 +587,12 @@ def main(argv=None) -> dict:
         run_dir = runs_dir / name
         if name in names:
             print(f"[{name}] {run_dir}", file=sys.stderr, flush=True)
-            action = ensure_run(run_dir, configs[name], device=args.device, progress=progress)
+            try:
+                action = ensure_run(run_dir, configs[name], device=args.device, progress=progress)
+            except KeyboardInterrupt:  # Ctrl-C or SIGINT: the run keeps its last finished epoch
+                print(f"[{name}] interrupted: {run_dir} keeps its last finished epoch; the same command "
+                      f"resumes it (--max-epochs N, N the epochs done, scores it as it stands)", file=sys.stderr)
+                raise SystemExit(130) from None
         else:  # not asked for: listed if it has finished, never trained
             if not (run_dir / CONFIG_FILE).is_file() or not read_metrics(run_dir).get("test"):
                 continue
