@@ -134,10 +134,10 @@ class ImageInput(nn.Module):
     -------
     >>> import torch
     >>> from torch import nn
-    >>> ImageInput(nn.Flatten(), (1, 2, 3), out_dim=5)(torch.zeros(4, 6))
+    >>> ImageInput(nn.Flatten(), (1, 2, 3), out_dim=5)(torch.zeros(4, 6))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    pyro_vae.models.adapters.NetworkOutputError: network 'network' returned shape (4, 6) for images of shape (4, 1, 2, 3); expected (4, 5)
+    pyro_vae.models.adapters.NetworkOutputError: network 'network' returned shape (4, 6) for images ...
     """
 
     def __init__(self, net: nn.Module, image_shape: tuple[int, int, int], out_dim: int,
