@@ -15,7 +15,8 @@ own ``settings``. The entries:
 - ``vae``: the VAE with a standard-normal prior;
 - ``vae-gated``: the same with the reference code's gated dense layers (``activation="gated"``),
   which tests whether the ungated layers explain ``vae``'s gap to the published figure;
-- ``vamp``: the VAE with a VampPrior of 500 pseudo-inputs;
+- ``vamp``: the VAE with a VampPrior of 500 pseudo-inputs; ``vamp-gated`` the same with gated
+  layers;
 - ``iwae5``: the VAE's model trained on the IWAE bound with K = 5 (Burda et al. 2015); no
   Fashion-MNIST figure is published, so it is judged against ``vae`` (paired difference);
 - ``hvae``: the two-layer hierarchical VAE (z1, z2 of 40 units each) with a standard prior;
@@ -282,6 +283,16 @@ _CONV_DIFFERENCES = _HVAE_DIFFERENCES + [
     "networks (--arch conv) are plain stride-2 convolutions (kernel 4; channels 32, 64) then the 300-300 "
     "dense layers, their transposes in the decoder",
 ]
+
+# The VampPrior with the reference code's gated layers (models/VAE.py builds them for every
+# prior), listed right after the ungated one.
+_VAMP_GATED = {
+    "model": "vae", "model_config": {**ENTRIES["vamp"]["model_config"], "activation": "gated"}, "train": {},
+    "settings": {**ENTRIES["vamp"]["settings"], "activation": ENTRIES["vae-gated"]["settings"]["activation"]},
+    "published": ENTRIES["vamp"]["published"], "known_differences": _VAMP_DIFFERENCES,
+}
+ENTRIES = dict(pair for name, spec in ENTRIES.items()
+               for pair in ([(name, spec), ("vamp-gated", _VAMP_GATED)] if name == "vamp" else [(name, spec)]))
 
 ENTRIES["conv"] = {
     "model": "hvae", "model_config": {"levels": 2, "prior": "standard", "arch": "conv"}, "train": {},
