@@ -164,6 +164,7 @@ def test_changed_and_missing_plugin_files_are_named(tmp_path, home, capsys):
     assert status == 2 and "which is missing" in err
 
 
+@pytest.mark.slow  # three new processes; the file plug-ins' new-process checks stay in the default tier
 def test_module_plugins_are_recorded_by_name_and_imported_when_installed(tmp_path, home):
     package = tmp_path / "site"
     package.mkdir()
