@@ -156,8 +156,9 @@ def _networks(name: str, meta: dict, given: dict, model_cls) -> dict:
     """The user's networks to pass to the constructor, checked against the ones saved."""
     saved = meta["user_networks"]
     takes = inspect.signature(model_cls).parameters
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in takes.values())  # a plug-in's **kwargs
     for key, net in given.items():
-        if net is not None and key not in takes:
+        if net is not None and key not in takes and not open_ended:
             raise ValueError(f"saved model {name!r} is a {meta['model']!r}, which takes no {key}; pass no "
                              f"{key} to load_model")
         if key in saved and net is None:

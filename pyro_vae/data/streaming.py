@@ -227,7 +227,7 @@ def loader_batches(model, loader, device: torch.device, epoch: int, extremes: li
     """The loader's batches on the model's device and dtype; the epoch's first batch is
     validated as ``fit`` validates a Dataset (one host sync per epoch), every batch's shape
     and (on the CPU, before they move) labels. ``extremes`` gets each batch's smallest and
-    largest pixel, a ``(2,)`` device tensor, read once the epoch ends
+    largest pixel, a pair of device tensors (stacked only when read), read once the epoch ends
     (:func:`check_batch_range`) and when its loss is not finite (:func:`check_finite_batches`)."""
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     classes = getattr(model, "num_classes", None)
@@ -238,7 +238,7 @@ def loader_batches(model, loader, device: torch.device, epoch: int, extremes: li
                               what=f"epoch {epoch}, batch {i + 1}", label_range=label_range)
         # The extremes are finite exactly when every pixel is (a NaN propagates into both): one
         # pass, about ten times faster on the CPU than isfinite(x).all(), which allocates a mask.
-        extremes.append(torch.stack(torch.aminmax(x)))
+        extremes.append(torch.aminmax(x))
         if i == 0:
             if model.needs_labels and y is None:
                 raise ValueError(f"model {type(model).__name__} needs labels but the loader's batches "
@@ -252,9 +252,14 @@ def check_finite_batches(extremes: list, epoch: int) -> None:
     (``extremes``: :func:`loader_batches`'s ``(low, high)`` per batch)."""
     if not extremes:
         return
-    finite = torch.isfinite(torch.stack(extremes)).all(dim=1)  # (batches,)
+    finite = torch.isfinite(_stacked(extremes)).all(dim=1)  # (batches,)
     if not bool(finite.all()):
         raise _non_finite(epoch, int((~finite).nonzero()[0, 0]) + 1)
+
+
+def _stacked(extremes: list) -> torch.Tensor:
+    """``(batches, 2)``: the per-batch ``(low, high)`` pairs as one tensor."""
+    return torch.stack([value for pair in extremes for value in pair]).reshape(-1, 2)
 
 
 def _non_finite(epoch: int, batch: int) -> ValueError:
@@ -274,7 +279,7 @@ def check_batch_range(extremes: list, likelihood, epoch: int) -> None:
     bounds = getattr(likelihood, "value_range", None)
     if bounds is None or not extremes:
         return
-    ranges = torch.stack(extremes).cpu()  # (batches, 2): the one host sync
+    ranges = _stacked(extremes).cpu()  # (batches, 2): the one host sync
     finite = torch.isfinite(ranges).all(dim=1)
     outside = (ranges[:, 0] < bounds[0]) | (ranges[:, 1] > bounds[1])  # NaN compares False
     bad = ~finite | outside
