@@ -204,36 +204,39 @@ _HVAE_DIFFERENCES = [
     "pyro-vae's is one 300-300 MLP over [x, z2] (its first layer split in two)",
 ]
 
+_STANDARD_PRIOR = {"prior": {"value": "standard", "source": f"{VAMP_CODE}: --prior standard"}}
+_VAMP_SETTINGS = {
+    "prior": {"value": "vamp", "source": f"{VAMP_CODE}: --prior vampprior"},
+    "prior_components": {"value": 500, "source": f"{VAMP_CODE}: --number_components 500 (its "
+                         "default; Tomczak & Welling 2018 use 500 pseudo-inputs on the MNIST-like "
+                         "data sets). Exemplar-VAE's script default of 50000 is its exemplar "
+                         "prior's size, not the VampPrior's"},
+}
+_GATED = {"activation": {"value": "gated", "source": f"{VAMP_CODE}: models/VAE.py builds its encoder and "
+                                                     "decoder from GatedDense layers (utils/nn.py: "
+                                                     "Linear(x) * sigmoid(Linear'(x)), no activation "
+                                                     "on the first factor)"}}
+_VAE_PUBLISHED = {"nll": 228.70, "plus_minus": 0.15, "source": f"{EXEMPLAR_PAPER}: VAE w/ Gaussian prior"}
+_VAMP_PUBLISHED = {"nll": 227.35, "plus_minus": 0.05, "source": f"{EXEMPLAR_PAPER}: VAE w/ VampPrior"}
+
 #: Each entry: the pyro-vae model and settings beyond :data:`SETTINGS`, the published figure.
+#: The ``-gated`` entries have the reference code's gated layers, the others ReLU layers.
 ENTRIES = {
     "vae": {
         "model": "vae", "model_config": {"prior": "standard"}, "train": {},
-        "settings": {"prior": {"value": "standard", "source": f"{VAMP_CODE}: --prior standard"}},
-        "published": {"nll": 228.70, "plus_minus": 0.15, "source": f"{EXEMPLAR_PAPER}: VAE w/ Gaussian prior"},
-        "known_differences": [],
+        "settings": _STANDARD_PRIOR, "published": _VAE_PUBLISHED, "known_differences": [],
     },
     "vae-gated": {
         "model": "vae", "model_config": {"prior": "standard", "activation": "gated"}, "train": {},
-        "settings": {
-            "prior": {"value": "standard", "source": f"{VAMP_CODE}: --prior standard"},
-            "activation": {"value": "gated", "source": f"{VAMP_CODE}: models/VAE.py builds its encoder and "
-                                                       "decoder from GatedDense layers (utils/nn.py: "
-                                                       "Linear(x) * sigmoid(Linear'(x)), no activation "
-                                                       "on the first factor)"},
-        },
-        "published": {"nll": 228.70, "plus_minus": 0.15, "source": f"{EXEMPLAR_PAPER}: VAE w/ Gaussian prior"},
-        "known_differences": [],
+        "settings": {**_STANDARD_PRIOR, **_GATED}, "published": _VAE_PUBLISHED, "known_differences": [],
     },
     "vamp": {
         "model": "vae", "model_config": {"prior": "vamp", "prior_components": 500}, "train": {},
-        "settings": {
-            "prior": {"value": "vamp", "source": f"{VAMP_CODE}: --prior vampprior"},
-            "prior_components": {"value": 500, "source": f"{VAMP_CODE}: --number_components 500 (its "
-                                 "default; Tomczak & Welling 2018 use 500 pseudo-inputs on the MNIST-like "
-                                 "data sets). Exemplar-VAE's script default of 50000 is its exemplar "
-                                 "prior's size, not the VampPrior's"},
-        },
-        "published": {"nll": 227.35, "plus_minus": 0.05, "source": f"{EXEMPLAR_PAPER}: VAE w/ VampPrior"},
+        "settings": _VAMP_SETTINGS, "published": _VAMP_PUBLISHED, "known_differences": _VAMP_DIFFERENCES,
+    },
+    "vamp-gated": {
+        "model": "vae", "model_config": {"prior": "vamp", "prior_components": 500, "activation": "gated"},
+        "train": {}, "settings": {**_VAMP_SETTINGS, **_GATED}, "published": _VAMP_PUBLISHED,
         "known_differences": _VAMP_DIFFERENCES,
     },
     "iwae5": {
@@ -283,16 +286,6 @@ _CONV_DIFFERENCES = _HVAE_DIFFERENCES + [
     "networks (--arch conv) are plain stride-2 convolutions (kernel 4; channels 32, 64) then the 300-300 "
     "dense layers, their transposes in the decoder",
 ]
-
-# The VampPrior with the reference code's gated layers (models/VAE.py builds them for every
-# prior), listed right after the ungated one.
-_VAMP_GATED = {
-    "model": "vae", "model_config": {**ENTRIES["vamp"]["model_config"], "activation": "gated"}, "train": {},
-    "settings": {**ENTRIES["vamp"]["settings"], "activation": ENTRIES["vae-gated"]["settings"]["activation"]},
-    "published": ENTRIES["vamp"]["published"], "known_differences": _VAMP_DIFFERENCES,
-}
-ENTRIES = dict(pair for name, spec in ENTRIES.items()
-               for pair in ([(name, spec), ("vamp-gated", _VAMP_GATED)] if name == "vamp" else [(name, spec)]))
 
 ENTRIES["conv"] = {
     "model": "hvae", "model_config": {"levels": 2, "prior": "standard", "arch": "conv"}, "train": {},
