@@ -77,7 +77,7 @@ def test_results_have_every_field(bench, smoke):
         assert entry["stopped_early"] is False and entry["budget_limited"] is True
         published = entry["published"]
         assert set(published) >= {"nll", "source"}
-        if name == "iwae5":
+        if name.startswith("iwae5"):
             assert published["nll"] is None and entry["gap_to_published"] is None and published["note"]
         else:
             assert isinstance(published["nll"], float) and "Exemplar VAE" in published["source"]
@@ -100,7 +100,16 @@ def test_results_have_every_field(bench, smoke):
     assert by_name["conv"]["config"]["run_config"]["model_config"]["arch"] == "conv"
     assert results["not_run"] == []
     published = [e for e in bench.ENTRIES.values() if e["published"]["nll"] is not None]
-    assert len(results["targets"]) == len(published) + 2 and all(isinstance(t["met"], bool) for t in results["targets"])
+    assert len(results["targets"]) == len(published) + 4 and all(isinstance(t["met"], bool) for t in results["targets"])
+    for name in ("iwae5-gated", "hvae-gated", "hvae-vamp-gated", "vamp-gated"):
+        gated, plain = by_name[name], by_name[name.removesuffix("-gated")]
+        assert gated["config"]["run_config"]["model_config"] == {
+            **plain["config"]["run_config"]["model_config"], "activation": "gated"}, name
+        assert gated["config"]["run_config"]["train"] == plain["config"]["run_config"]["train"], name
+        assert gated["published"] == plain["published"] and gated["baseline"] == "vae-gated", name
+        assert "activation" in gated["config"]["settings"], name
+        assert not any(d.startswith("layers:") for d in gated["config"]["known_differences"]), name
+        assert any(d.startswith("layers:") for d in plain["config"]["known_differences"]), name
 
 
 def test_every_entry_is_paired_with_the_vae_on_the_same_test_set(smoke):
@@ -117,6 +126,31 @@ def test_every_entry_is_paired_with_the_vae_on_the_same_test_set(smoke):
         assert paired["difference"] == pytest.approx(float((values - vae).mean()))
         # The VAE's NLL minus the entry's, up to the rounding of two means.
         assert paired["difference"] == pytest.approx(entries["vae"]["nll"] - entry["nll"], abs=1e-9)
+
+
+def test_every_entry_is_paired_with_its_baseline_vae(smoke):
+    entries = {e["name"]: e for e in smoke["results"]["entries"]}
+    assert entries["vae"]["baseline"] is None and entries["vae"]["paired_vs_baseline"] is None
+    assert entries["vae-gated"]["paired_vs_baseline"] == {"baseline": "vae", **entries["vae-gated"]["paired_vs_vae"]}
+    gated = np.load(smoke["runs"] / "vae-gated" / "test_per_example.npz")["log_likelihood"]
+    for name, entry in entries.items():
+        if name in ("vae", "vae-gated"):
+            continue
+        expected = "vae-gated" if name.endswith("-gated") else "vae"
+        paired = entry["paired_vs_baseline"]
+        assert entry["baseline"] == paired["baseline"] == expected, name
+        if expected == "vae":
+            assert paired == {"baseline": "vae", **entry["paired_vs_vae"]}, name
+        else:
+            values = np.load(smoke["runs"] / name / "test_per_example.npz")["log_likelihood"]
+            assert paired["difference"] == pytest.approx(float((values - gated).mean())), name
+    by_target = {t["target"]: t for t in smoke["results"]["targets"]}
+    vamp_gated = by_target["vamp-gated better than vae-gated by more than 2 paired standard errors"]
+    paired = entries["vamp-gated"]["paired_vs_baseline"]
+    assert vamp_gated["value"] == paired["difference"]
+    assert vamp_gated["met"] == (paired["difference"] > 2 * paired["stderr"])
+    iwae = by_target["iwae5-gated better than vae-gated"]
+    assert iwae["met"] == (entries["iwae5-gated"]["paired_vs_baseline"]["difference"] > 0)
 
 
 def test_a_second_invocation_reuses_the_finished_runs(bench, smoke, tmp_path, capsys):
