@@ -108,7 +108,17 @@ def _check_model_flags(model: str, model_config: dict) -> None:
 
 
 def _run_compare(args) -> list:
-    from .compare import DEFAULT_ENTRIES, CompareConfig, compare, parse_entries, reuse_runs  # noqa: PLC0415
+    import dataclasses  # noqa: PLC0415
+
+    from .compare import (  # noqa: PLC0415
+        DEFAULT_ENTRIES,
+        CompareConfig,
+        compare,
+        models_with_field,
+        parse_entries,
+        reuse_runs,
+        unapplied_options,
+    )
 
     runs = {}
     if args.runs is not None:
@@ -121,9 +131,18 @@ def _run_compare(args) -> list:
     else:
         entries = () if runs else DEFAULT_ENTRIES
     options = _set({}, **{field: getattr(args, flag) for flag, field in MODEL_OPTIONS.items()})
-    config = CompareConfig(**_set({"entries": entries, "data": _data_config(args),
-                                   "train": _train_config(args), "model_options": options},
+    config = CompareConfig(**_set({"entries": entries, "data": _data_config(args), "train": _train_config(args)},
                                   eval_samples=args.eval_samples, seeds=args.seeds))
+    flag_of = {field: "--" + flag.replace("_", "-") for flag, field in MODEL_OPTIONS.items()}
+    names = [e.name for e in config.entries]
+    for option, missing in unapplied_options(config.entries, options).items():
+        if len(missing) == len(names):
+            raise UsageError(f"{flag_of[option]} applies to none of the models to train "
+                             f"({', '.join(names) or 'none: --runs only reuses runs'}); it applies to: "
+                             f"{', '.join(models_with_field(option)) or 'no model'}")
+        print(f"note: {flag_of[option]} does not apply to {', '.join(missing)}: trained without it",
+              file=sys.stderr)
+    config = dataclasses.replace(config, model_options=options)
     return compare(config, args.out, runs=runs, overwrite=args.overwrite)
 
 

@@ -67,10 +67,42 @@ def test_runs_are_reused_not_retrained(comparison, tmp_path):
     (["--models", "vae,vae"], "models lists the entry name 'vae' twice"),
     (["--models", "vae", "--samples", "0"], "samples must be a positive integer"),
     (["--runs", "nowhere"], "is not a finished run"),
+    (["--models", "ppca,mixture", "--activation", "gated"],
+     "--activation applies to none of the models to train (ppca, mixture); it applies to: "),
+    (["--models", "ppca", "--components", "3"], "--components applies to none of the models to train (ppca)"),
 ])
 def test_bad_compare_input(argv, message, tmp_path, capsys):
     assert main(["compare", "--out", str(tmp_path / "o"), *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_shared_option_some_models_lack_is_named_on_stderr(monkeypatch, tmp_path, capsys):
+    import pyro_vae.compare as compare_module
+
+    seen = {}
+    monkeypatch.setattr(compare_module, "compare", lambda config, out, **kw: seen.setdefault("config", config) and [])
+    argv = ["compare", "--models", "vae,ppca,hvae", "--activation", "gated", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    assert "note: --activation does not apply to ppca: trained without it" in capsys.readouterr().err
+    config = seen["config"]
+    assert config.model_options == {"activation": "gated"}
+    activations = {e.name: config.run_config(e).model_config_object().__dict__.get("activation")
+                   for e in config.entries}
+    assert activations == {"vae": "gated", "ppca": None, "hvae": "gated"}
+
+
+def test_the_api_refuses_a_shared_option_no_entry_has():
+    from pyro_vae.compare import CompareConfig, models_with_field, unapplied_options
+
+    with pytest.raises(ValueError, match=r"model_options\['activation'\] applies to none of the entries "
+                                         r"\(ppca\); models with that field: .*vae"):
+        CompareConfig(entries=("ppca",), model_options={"activation": "gated"})
+    with pytest.raises(ValueError, match="applies to none of the entries \\(none given\\)"):
+        CompareConfig(entries=(), model_options={"latent_dim": 4})
+    config = CompareConfig(entries=("vae", "mixture"), model_options={"latent_dim": 4, "num_components": 3})
+    assert unapplied_options(config.entries, config.model_options) == {"latent_dim": ["mixture"],
+                                                                       "num_components": ["vae"]}
+    assert "ppca" not in models_with_field("activation") and "vae" in models_with_field("activation")
 
 
 def test_cvae_is_marked_conditional_in_its_own_group():

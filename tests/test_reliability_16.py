@@ -185,7 +185,8 @@ def test_compare_entries_carry_the_activation_and_refuse_bad_ones(tmp_path):
     config = CompareConfig(entries=tuple(entries), model_options={"activation": "tanh"})
     runs = [config.run_config(e).model_config["activation"] for e in entries]
     assert runs == ["gated", "elu", "tanh"]  # the entry's own option wins over the shared one
-    ppca = CompareConfig(entries=("ppca",), model_options={"activation": "gated"}).run_config(parse_entries("ppca")[0])
+    mixed = CompareConfig(entries=("ppca", "vae"), model_options={"activation": "gated"})
+    ppca = mixed.run_config(parse_entries("ppca")[0])
     assert "activation" not in ppca.model_config  # a shared option skips models without the field
     for spec, expected in (("g=vae:activation=sigmoid", "entry 'g': unknown activation 'sigmoid'"),
                            ("g=vae:activation=none", "entry 'g': unknown activation None"),

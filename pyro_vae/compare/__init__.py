@@ -85,10 +85,15 @@ class CompareConfig:
             check_seed("seeds", seed)
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds lists a seed twice: {', '.join(map(str, self.seeds))}")
+        for option, missing in unapplied_options(self.entries, self.model_options).items():
+            if len(missing) == len(self.entries):
+                raise ValueError(f"model_options[{option!r}] applies to none of the entries "
+                                 f"({', '.join(e.name for e in self.entries) or 'none given'}); models "
+                                 f"with that field: {', '.join(models_with_field(option)) or 'none'}")
 
     def run_config(self, entry: Entry, seed: int | None = None) -> RunConfig:
         """The run of ``entry`` (under ``seed``, default the first): shared settings plus its own."""
-        fields = {f.name for f in dataclasses.fields(MODELS[entry.model][0])}
+        fields = _field_names(entry.model)
         shared = {k: v for k, v in self.model_options.items() if k in fields}
         try:
             return RunConfig(
@@ -99,6 +104,30 @@ class CompareConfig:
                 eval_samples=entry.samples or self.eval_samples)
         except (ValueError, TypeError) as err:
             raise type(err)(f"entry {entry.name!r}: {err}") from err
+
+
+def _field_names(model: str) -> set[str]:
+    return {f.name for f in dataclasses.fields(MODELS[model][0])}
+
+
+def unapplied_options(entries, model_options: dict) -> dict[str, list[str]]:
+    """Each shared model option that does not apply to every one of ``entries`` (parsed Entry
+    objects), with the names of those it does not apply to (every option, when there are none).
+
+    :class:`CompareConfig` skips such an option for those entries and refuses one that applies
+    to none; the CLI prints the skipped ones.
+    """
+    out = {}
+    for option in model_options:
+        missing = [e.name for e in entries if option not in _field_names(e.model)]
+        if missing or not entries:
+            out[option] = missing
+    return out
+
+
+def models_with_field(option: str) -> list[str]:
+    """The registered models whose config has the field ``option``."""
+    return [name for name in MODELS if option in _field_names(name)]
 
 
 def run_directory(out_dir: Path, name: str, seed_index: int, seed: int) -> Path:
@@ -289,4 +318,5 @@ def _summary_row(name: str, run_dir: Path) -> dict:
 
 
 __all__ = ["ALIASES", "CompareConfig", "DEFAULT_ENTRIES", "Entry", "GROUP_NOTES", "add_paired_differences",
-           "compare", "entry_choices", "parse_entries", "render_markdown", "reuse_runs"]
+           "compare", "entry_choices", "models_with_field", "parse_entries", "render_markdown", "reuse_runs",
+           "unapplied_options"]
