@@ -10,7 +10,7 @@ import argparse
 
 from . import __version__
 from .data import BINARIZE_CHOICES, DataConfig
-from .inference.config import DTYPES, TrainConfig
+from .inference.config import DTYPES, SELECT_ON, TrainConfig
 
 PROG = "pyro-vae"
 
@@ -122,6 +122,10 @@ def _add_shared_options(p, eval_samples: bool = True) -> None:
     p.add_argument("--patience", type=int,
                    help="with --val-fraction: stop after N evaluations without a better validation "
                         "ELBO (default: 0, never); the best epoch's parameters are kept (best.pt)")
+    p.add_argument("--select-on", choices=SELECT_ON,
+                   help="validation score of model selection, --patience and the plateau schedule: elbo "
+                        "(default), or bound: the objective's own bound (--objective iwae: its K-sample "
+                        "bound, logged as val_bound)")
     p.add_argument("--detect-anomaly", action="store_true",
                    help="locate the operation behind a NaN loss (torch anomaly mode; slow)")
     if eval_samples:

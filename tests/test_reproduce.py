@@ -96,6 +96,8 @@ def test_results_have_every_field(bench, smoke):
     assert by_name["vamp"]["config"]["run_config"]["model_config"]["prior_components"] == 500
     assert by_name["iwae5"]["config"]["run_config"]["train"]["objective"] == "iwae"
     assert by_name["iwae5"]["config"]["run_config"]["train"]["particles"] == 5
+    assert by_name["iwae5"]["config"]["run_config"]["train"]["select_on"] == "bound"
+    assert by_name["vae"]["config"]["run_config"]["train"]["select_on"] == "elbo"
     assert by_name["hvae"]["config"]["run_config"]["model_config"]["latent_dims"] == [40, 40]
     assert by_name["conv"]["config"]["run_config"]["model_config"]["arch"] == "conv"
     assert results["not_run"] == []

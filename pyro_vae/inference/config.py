@@ -29,6 +29,8 @@ from .optim import LR_SCHEDULES, OPTIMIZERS
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: ``--log`` choices, built by :func:`pyro_vae.inference.loggers.build_loggers`.
 LOGGERS = ("csv", "tensorboard")
+#: What model selection may watch on the validation split (TrainConfig.select_on).
+SELECT_ON = ("elbo", "bound")
 
 
 @dataclass
@@ -72,7 +74,14 @@ class TrainConfig:
         debugging a non-finite loss).
     patience : int
         With a validation split: stop after this many evaluations in a row without a better
-        validation ELBO (0: never stop early). Needs ``eval_every > 0``.
+        validation score (see ``select_on``; 0: never stop early). Needs ``eval_every > 0``.
+    select_on : str
+        The validation score that selects the best epoch, stops early and drives ``plateau``:
+        ``elbo`` (default), or ``bound``: the bound the objective trains, estimated on the
+        validation split with its own K (``iwae``: the importance-weighted bound of
+        ``particles`` samples, recorded as ``val_bound``, unweighted by ``beta`` and warm-up;
+        for the ELBO objectives ``bound`` is the ELBO). An IWAE-trained model's ELBO
+        understates it, so selecting it on the ELBO can stop it too early.
     optimizer : str
         ``adam`` (torch's fused Adam), ``adamw`` or ``sgd``; see
         :func:`pyro_vae.inference.optim.build_optimizer`.
@@ -121,6 +130,7 @@ class TrainConfig:
     progress: bool = True
     detect_anomaly: bool = False
     patience: int = 0
+    select_on: str = "elbo"
     optimizer: str = "adam"
     momentum: float | None = None
     weight_decay: float = 0.0
@@ -147,6 +157,7 @@ class TrainConfig:
                              f"(no evaluation during training); give eval_every >= 1")
         check_choice("objective", self.objective, OBJECTIVES)
         check_positive_int("particles", self.particles)
+        check_choice("select_on", self.select_on, SELECT_ON)
         self.beta, self.kl_warmup = check_kl_weighting(self.beta, self.kl_warmup)
         if self.device is not None:  # its availability is checked where it is used (fit)
             check_device_name(self.device)

@@ -117,6 +117,9 @@ class Objective:
     """
 
     name = "objective"
+    #: K of the importance-weighted bound this objective estimates (1: the ELBO); with
+    #: ``TrainConfig.select_on="bound"`` the loop selects models on that bound's validation value.
+    bound_samples = 1
 
     def __init__(self, *, beta: float = 1.0, kl_warmup: int = 0):
         self.beta, self.kl_warmup = check_kl_weighting(beta, kl_warmup)
@@ -194,6 +197,11 @@ class IWAEObjective(Objective):
     def __init__(self, num_samples: int = 5, **weighting):
         super().__init__(**weighting)
         self.num_samples = check_positive_int("num_samples", num_samples)
+
+    @property
+    def bound_samples(self) -> int:
+        """K: this objective maximizes the importance-weighted bound of K samples."""
+        return self.num_samples
 
     def loss(self, model, x, y=None):
         if not getattr(model, "is_bound", True):

@@ -100,7 +100,7 @@ class TrainState:
     step: int = 0  # finished optimizer steps
     seconds: float = 0.0  # training time so far (evaluation included)
     history: list = field(default_factory=list)
-    # Model selection on the validation ELBO (None/0 without a validation split).
+    # Model selection on the validation ELBO or val_bound (None/0 without a validation split).
     best_epoch: int | None = None
     best_score: float | None = None
     evaluations_since_best: int = 0
@@ -117,7 +117,7 @@ class TrainState:
         return self.best_epoch is not None and self.best_epoch == self.epoch
 
     def consider(self, model, epoch: int, score: float) -> None:
-        """Record the validation ELBO ``score`` of ``epoch``; keep the parameters if it is the best."""
+        """Record the validation score of ``epoch``; keep the parameters if it is the best."""
         if self.best_score is None or score > self.best_score:
             self.best_epoch, self.best_score, self.evaluations_since_best = epoch, score, 0
             self.best_model = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}

@@ -47,7 +47,7 @@ from .config import (  # noqa: F401  (re-exported: the loop's public names stay 
     stored_device,
     training_curve_key,
 )
-from .evaluate import _elbo
+from .evaluate import _elbo, _log_likelihood
 from .objectives import build_objective
 from .optim import LR_SCHEDULES, OPTIMIZERS, LRSchedule, build_optimizer, build_schedule  # noqa: F401
 from .state import Callback, FitResult, NonFiniteLossError, StepInfo, TrainState, _checkpoint_note  # noqa: F401
@@ -60,6 +60,19 @@ def _held_out_elbo(model, x, y, world: int) -> float:
     validated and placed the data once. Under torchrun each rank scores its shard."""
     def per_example(xs, ys):
         return _elbo(model, xs, ys, num_samples=1, batch_size=1000, sample_chunk=100).per_example
+
+    if world > 1:
+        return distributed.sharded_mean(per_example, x, y)
+    return per_example(x, y).mean().item()
+
+
+@torch.no_grad()
+def _held_out_bound(model, x, y, num_samples: int, world: int) -> float:
+    """The importance-weighted bound of ``num_samples`` samples (one draw per example) of
+    ``x``, as :func:`~pyro_vae.inference.evaluate.log_likelihood` estimates it, without its
+    input checks. Under torchrun each rank scores its shard."""
+    def per_example(xs, ys):
+        return _log_likelihood(model, xs, ys, num_samples, 1000, min(num_samples, 100), False).per_example
 
     if world > 1:
         return distributed.sharded_mean(per_example, x, y)
@@ -143,17 +156,19 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     -------
     FitResult
         ``history[i]`` is ``{"epoch", "train_elbo" | "train_objective"[, "val_elbo" |
-        "test_elbo"], "lr", "grad_norm"[, "kl_weight"]}``: the epoch's average training
-        objective (``train_elbo`` when it is the ELBO, see :func:`training_curve_key`),
+        "test_elbo"][, "val_bound"], "lr", "grad_norm"[, "kl_weight"]}``: the epoch's average
+        training objective (``train_elbo`` when it is the ELBO, see :func:`training_curve_key`),
         where evaluated the ELBO of the validation split, or of the test split when there is
-        no validation split (nats per example), the epoch's learning rate, the mean over its
+        no validation split (nats per example), with ``select_on="bound"`` and an
+        importance-weighted objective the validation split's bound of its K (``val_bound``),
+        the epoch's learning rate, the mean over its
         steps of the gradient's global L2 norm before clipping, and, when the KL is weighted
         (``beta != 1`` or a warm-up), the epoch's KL weight.
 
     Notes
     -----
     With a validation split (``data.x_val`` not empty), every evaluation scores it, the
-    parameters of the best validation ELBO are kept, training stops after
+    parameters of the best validation ELBO (or ``val_bound``) are kept, training stops after
     ``config.patience`` evaluations without improvement (if > 0), and the model ends with
     the best parameters (``FitResult.best_epoch``); the test split is not looked at. A
     non-finite validation/test ELBO is divergence (:class:`NonFiniteLossError`), raised
@@ -220,8 +235,11 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     progress_lines = show_progress and not _is_terminal(sys.stderr)
     curve_key = training_curve_key(config, model)
     kl_weighted = config.beta != 1 or bool(config.kl_warmup)
-    # plateau watches the validation ELBO where it is computed, else the training curve.
-    plateau_key = held_key if selecting and config.eval_every else curve_key
+    # plateau watches the selection score where it is computed, else the training curve.
+    # select_on="bound" with an importance-weighted objective: select on that bound (val_bound).
+    bound_samples = getattr(objective, "bound_samples", 1) if config.select_on == "bound" else 1
+    select_key = "val_bound" if selecting and bound_samples > 1 else held_key
+    plateau_key = select_key if selecting and config.eval_every else curve_key
     if held is None:
         plateau_key = curve_key
     if callbacks is None or isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
@@ -233,7 +251,8 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
             callback.on_train_start(model, state)
         while state.epoch < config.epochs and not state.stopped_early and not state.should_stop:
             _train_epoch(model, source, config, state, loss_fn, objective, params, held=held,
-                         keys=(curve_key, held_key, plateau_key), selecting=selecting, world=world,
+                         keys=(curve_key, held_key, select_key, plateau_key), bound_samples=bound_samples,
+                         selecting=selecting, world=world,
                          device=device, kl_weighted=kl_weighted, show_progress=show_progress,
                          progress_lines=progress_lines, step_callbacks=step_callbacks)
             for callback in callbacks:
@@ -287,14 +306,14 @@ def _clip(params: list, max_norm: float, norm: torch.Tensor) -> None:
             p.grad.mul_(coef.to(p.grad.dtype))
 
 
-def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held, keys, selecting,
-                 world, device, kl_weighted, show_progress, progress_lines, step_callbacks) -> None:
+def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held, keys, bound_samples,
+                 selecting, world, device, kl_weighted, show_progress, progress_lines, step_callbacks) -> None:
     """One epoch: the steps, the once-per-epoch host read and checks, evaluation, the record.
 
     Leaves ``state`` advanced by the epoch (its record appended, a stateful schedule told
     the watched score) or raises :class:`NonFiniteLossError` with ``state`` untouched.
     """
-    curve_key, held_key, plateau_key = keys
+    curve_key, held_key, select_key, plateau_key = keys
     optimizer = state.optimizer
     started = time.perf_counter()
     epoch = state.epoch + 1
@@ -397,15 +416,17 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
         model.eval()
         x_held, y_held = held
         with _evaluation_rng(config.seed, epoch, device):
-            score = _held_out_elbo(model, x_held, labels_for(model, y_held), world)
-        if not math.isfinite(score):
-            raise NonFiniteLossError(
-                f"non-finite {held_key.replace('_', ' ').replace('elbo', 'ELBO')} ({score}) "
-                f"after epoch {epoch}: the model diverged; likely causes: a learning rate too "
-                f"high (--lr) or a variance collapsing to zero. {_checkpoint_note(state)}")
-        record[held_key] = score
+            record[held_key] = _held_out_elbo(model, x_held, labels_for(model, y_held), world)
+            if select_key != held_key:
+                record[select_key] = _held_out_bound(model, x_held, labels_for(model, y_held), bound_samples, world)
+        for key in dict.fromkeys((held_key, select_key)):
+            if not math.isfinite(record[key]):
+                raise NonFiniteLossError(
+                    f"non-finite {key.replace('_', ' ').replace('elbo', 'ELBO')} ({record[key]}) "
+                    f"after epoch {epoch}: the model diverged; likely causes: a learning rate too "
+                    f"high (--lr) or a variance collapsing to zero. {_checkpoint_note(state)}")
         if selecting:
-            state.consider(model, epoch, score)
+            state.consider(model, epoch, record[select_key])
     record["lr"] = lr
     record["grad_norm"] = grad_norm
     if kl_weighted:

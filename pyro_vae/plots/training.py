@@ -36,7 +36,8 @@ def plot_curves(history: list, path, metrics: dict | None = None):
         else:  # a model without latents has an empty guide: its ELBO is its exact log-likelihood
             key, name = "train_elbo", "train log p(x) (exact ELBO)" if test.get("exact") else "train ELBO"
         ax.plot(epochs, [h[key] for h in history], label=name)
-    for key, label in (("val_elbo", "validation ELBO"), ("test_elbo", "test ELBO")):
+    for key, label in (("val_elbo", "validation ELBO"), ("val_bound", "validation IWAE bound (selects)"),
+                       ("test_elbo", "test ELBO")):
         scored = [h for h in history if h.get(key) is not None]
         if scored:
             ax.plot([h["epoch"] for h in scored], [h[key] for h in scored], "o-", ms=3, label=label)
