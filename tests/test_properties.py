@@ -28,6 +28,7 @@ import pyro_vae.runs as runs_module
 from pyro_vae.cli import main
 from pyro_vae.data import BINARIZE_CHOICES, DATASETS, DataConfig, load_dataset
 from pyro_vae.inference import TrainConfig, fit
+from pyro_vae.inference.config import SELECT_ON
 from pyro_vae.inference.objectives import OBJECTIVES
 from pyro_vae.inference.train import DTYPES, training_curve_key, validate_training_data
 from pyro_vae.models import LIKELIHOODS, MODELS, PRIORS, VAE, VAEConfig
@@ -77,6 +78,7 @@ NON_NEGATIVE = st.integers(0, 10)
 NAMES = {
     "likelihood": list(LIKELIHOODS), "prior": list(PRIORS), "guide": ["normal", "delta"],
     "objective": list(OBJECTIVES), "dtype": list(DTYPES), "binarize": list(BINARIZE_CHOICES),
+    "select_on": list(SELECT_ON),
     "name": list(DATASETS), "init": ["pca", "random"], "device": ["cpu"],
 }
 VALID = {
