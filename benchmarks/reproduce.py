@@ -4,6 +4,7 @@
         [--max-epochs N] [--eval-samples K] [--device cpu|cuda] [--threads N]
         [--data-dir DIR] [--seed S] [--no-progress]
     python benchmarks/reproduce.py --smoke --results PATH [--runs-dir DIR]
+    python benchmarks/reproduce.py --status [--only NAME] [--runs-dir DIR]
 
 What it trains. Each entry of :data:`ENTRIES` is the literature's configuration of one model
 on dynamically binarized Fashion-MNIST, with the training protocol of the VampPrior code
@@ -42,6 +43,18 @@ Run directories. Each entry trains into ``--runs-dir/NAME`` (default
   continues where it stopped, and a run capped by an earlier ``--max-epochs`` continues to
   the new cap;
 - trained (:func:`pyro_vae.runs.train_run`) otherwise.
+
+``--status`` prints, per entry, where its directory stands and writes nothing: finished (test
+NLL), or its last checkpoint (epoch, best validation epoch and score, evaluations since the
+best out of the patience, hours and seconds per epoch, wall time, pauses included) and the
+process training it, if any.
+
+Stopping and scoring a run early. A run checkpoints after every epoch (atomically), so it can
+be stopped at any moment: Ctrl-C in a terminal, or ``kill PID`` (SIGTERM; a job started in the
+background of a non-interactive shell ignores SIGINT) keeps its last finished epoch. To score
+it as it stands, rerun the entry with ``--max-epochs N``, N its epochs (``--status``); a later
+invocation with a larger cap resumes it. Never move a directory a process is still writing:
+its lock moves with it, and the process goes on writing the old path.
 
 A directory written with other settings (than these entries' at this commit) is refused,
 naming what differs, never overwritten. ``--only NAME[,NAME]`` trains those entries; the
@@ -118,12 +131,13 @@ import pyro
 import torch
 from common import FASHION_DIR  # benchmarks/common.py (puts pyro_vae on the path)
 
-from pyro_vae.checkpoint import atomic_write_text
+from pyro_vae.checkpoint import atomic_write_text, load_checkpoint
 from pyro_vae.compare.stats import SIGNIFICANCE_STDERRS, check_comparable, paired_difference
 from pyro_vae.data import DataConfig
 from pyro_vae.inference import TrainConfig
 from pyro_vae.jsonio import dumps_finite
 from pyro_vae.runfiles import CHECKPOINT_FILE, CONFIG_FILE
+from pyro_vae.rundir_lock import lock_holder
 from pyro_vae.runs import RunConfig, evaluate_run, read_config, read_metrics, read_per_example, resume_run, train_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -370,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, metavar="N", help="torch's intra-op threads (default: torch's)")
     p.add_argument("--seed", type=int, default=SETTINGS["seed"]["value"], help="training seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress lines")
+    p.add_argument("--status", action="store_true",
+                   help="print each entry's run directory as it stands (epochs, best epoch and score, "
+                        "patience used, a live process) and exit: nothing is trained or written")
     p.add_argument("--smoke", action="store_true",
                    help="digits, 2 epochs, K = 10, every entry, a temporary runs directory: seconds, for tests")
     return p
@@ -601,6 +618,42 @@ def print_table(records: list[dict]) -> None:
           "NLL minus the entry's on the same images (positive: better than that VAE; vae-gated for gated entries).")
 
 
+def run_status(name: str, run_dir: Path) -> str:
+    """One line: where entry ``name``'s run directory stands, read without changing it.
+
+    Finished runs show their test NLL; unfinished ones their last checkpoint: epochs done,
+    the best validation epoch and score, evaluations since it (of the patience), training
+    seconds per epoch, and the process writing it, if any.
+    """
+    if not (run_dir / CONFIG_FILE).is_file():
+        return f"{name:<15} not started ({run_dir})"
+    try:
+        holder = lock_holder(run_dir)
+        metrics = read_metrics(run_dir)
+        if metrics.get("test") and holder is None:
+            test = metrics["test"]
+            how = "stopped early" if metrics.get("stopped_early") else f"capped at {metrics['epochs']}"
+            return (f"{name:<15} finished: {metrics['epochs']} epochs (best {metrics.get('best_epoch')}), {how}; "
+                    f"test NLL {-test['log_likelihood']:.2f} ± {test['log_likelihood_stderr']:.2f} "
+                    f"(K = {test['log_likelihood_samples']})")
+        if not (run_dir / CHECKPOINT_FILE).is_file():
+            return f"{name:<15} started, no epoch finished yet" + (f"; written by {holder}" if holder else "")
+        state = load_checkpoint(run_dir / CHECKPOINT_FILE, map_location="cpu", required=("train_state",))
+        train = state["train_state"]
+        selection = train.get("selection") or {}
+        config = read_config(run_dir).train
+        select_key = "val_bound" if config.select_on == "bound" and config.objective == "iwae" else "val_elbo"
+        epochs = train["epoch"]
+        rate = train["seconds"] / epochs if epochs else float("nan")
+        best = selection.get("best_score")
+        return (f"{name:<15} {'training, ' + holder if holder else 'interrupted'}: epoch {epochs} of "
+                f"{config.epochs}, best {selection.get('best_epoch')} ({select_key} "
+                f"{'-' if best is None else f'{best:.2f}'}), {selection.get('evaluations_since_best', 0)} of "
+                f"{config.patience} evaluations since; {train['seconds'] / 3600:.2f} h, {rate:.1f} s/epoch")
+    except (ValueError, KeyError, TypeError) as err:
+        return f"{name:<15} unreadable: {err}"
+
+
 def main(argv=None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -620,6 +673,11 @@ def main(argv=None) -> dict:
     if epochs > s["max_epochs"]:
         parser.error(f"--max-epochs caps the literature's {s['max_epochs']} epochs; got {epochs}")
     eval_samples = args.eval_samples or (SMOKE["eval_samples"] if args.smoke else s["eval_samples"])
+    if args.status:
+        runs_dir = Path(args.runs_dir or DEFAULT_RUNS_DIR).expanduser()
+        lines = [run_status(name, runs_dir / name) for name in names]
+        print("\n".join(lines))
+        return {"status": lines}
     if args.runs_dir:
         runs_dir = Path(args.runs_dir).expanduser()
     elif args.smoke:

@@ -88,6 +88,30 @@ def _holder(fd: int) -> str:
         return "another process"  # it holds the lock but has not written its id yet
 
 
+def lock_holder(run_dir) -> str | None:
+    """Who holds ``run_dir``'s lock now, as a refusal would name them; None when nobody does.
+
+    Read-only: a shared, non-blocking flock on a read-only descriptor of the lock file, dropped
+    at once, so the file is not rewritten. (A process asking for the lock in that instant
+    would be refused, as by any holder.) None also where locking is unavailable.
+    """
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+    except OSError:  # no lock file: never locked
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # releases the shared lock, if it was taken
+    return None
+
+
 def _unlock(fd) -> None:
     if fd is None:
         return

@@ -192,6 +192,46 @@ def test_runs_of_other_settings_and_test_sets_are_refused(bench, smoke, tmp_path
         bench.add_pairing(records)
 
 
+def test_status_reads_every_run_as_it_stands_and_writes_nothing(bench, smoke, tmp_path, capsys):
+    import subprocess
+    import textwrap
+
+    runs = tmp_path / "runs"
+    shutil.copytree(smoke["runs"] / "vae", runs / "vae")
+    shutil.copytree(smoke["runs"] / "iwae5", runs / "iwae5")
+    (runs / "iwae5" / "metrics.json").unlink()  # an interrupted run: config and checkpoint only
+    shutil.copytree(smoke["runs"] / "vamp", runs / "vamp")
+    before = _mtimes(runs)
+    lines = bench.main(["--status", "--runs-dir", str(runs)])["status"]
+    assert capsys.readouterr().out.splitlines() == lines
+    by_name = {line.split()[0]: line for line in lines}
+    assert list(by_name) == list(bench.ENTRIES)
+    assert by_name["vae"].startswith("vae             finished: 2 epochs (best ")
+    assert "capped at 2; test NLL " in by_name["vae"] and "(K = 10)" in by_name["vae"]
+    assert "iwae5           interrupted: epoch 2 of 2, best " in by_name["iwae5"]
+    assert "(val_bound -" in by_name["iwae5"] and "of 50 evaluations since" in by_name["iwae5"]
+    assert by_name["hvae"] == f"hvae            not started ({runs / 'hvae'})"
+    # A process writing a run is named (a child holds the vamp run's lock meanwhile).
+    hold = textwrap.dedent(f"""
+        import sys, time
+        from pyro_vae.rundir_lock import RunDirLock
+        with RunDirLock({str(runs / 'vamp')!r}):
+            print("held", flush=True)
+            sys.stdin.read()
+    """)
+    child = subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        line = bench.main(["--status", "--only", "vamp", "--runs-dir", str(runs)])["status"][0]
+        assert line.startswith(f"vamp            training, process {child.pid} (on host ")
+    finally:
+        child.communicate("")
+    after = _mtimes(runs)
+    assert after.pop("vamp/.lock") != before.pop("vamp/.lock")  # the child's lock, not --status
+    assert after == before  # nothing trained, scored or rewritten, lock files included
+    assert sorted(p.name for p in runs.iterdir()) == ["iwae5", "vae", "vamp"]
+
+
 def test_bad_options_are_refused(bench, tmp_path):
     for argv in (["--smoke"], ["--only", "vae,convnet"], ["--max-epochs", "0"], ["--max-epochs", "2001"],
                  ["--eval-samples", "-1"]):
