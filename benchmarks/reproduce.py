@@ -136,8 +136,8 @@ from pyro_vae.compare.stats import SIGNIFICANCE_STDERRS, check_comparable, paire
 from pyro_vae.data import DataConfig
 from pyro_vae.inference import TrainConfig
 from pyro_vae.jsonio import dumps_finite
-from pyro_vae.runfiles import CHECKPOINT_FILE, CONFIG_FILE
 from pyro_vae.rundir_lock import lock_holder
+from pyro_vae.runfiles import CHECKPOINT_FILE, CONFIG_FILE
 from pyro_vae.runs import RunConfig, evaluate_run, read_config, read_metrics, read_per_example, resume_run, train_run
 
 ROOT = Path(__file__).resolve().parent.parent
