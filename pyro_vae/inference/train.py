@@ -71,8 +71,11 @@ def _held_out_bound(model, x, y, num_samples: int, world: int) -> float:
     """The importance-weighted bound of ``num_samples`` samples (one draw per example) of
     ``x``, as :func:`~pyro_vae.inference.evaluate.log_likelihood` estimates it, without its
     input checks. Under torchrun each rank scores its shard."""
+    chunk = min(num_samples, 100)
+    batch = max(1, min(1000, 20_000 // chunk))  # at most 20,000 codes at a time, whatever K
+
     def per_example(xs, ys):
-        return _log_likelihood(model, xs, ys, num_samples, 1000, min(num_samples, 100), False).per_example
+        return _log_likelihood(model, xs, ys, num_samples, batch, chunk, False).per_example
 
     if world > 1:
         return distributed.sharded_mean(per_example, x, y)
