@@ -111,7 +111,7 @@ evaluation took 12.5 minutes for vae-gated and 14.7 for vamp (1 thread each, sid
 
 Early stopping ends such runs after several hundred to 2,000 epochs (the pretrained
 dynamic-MNIST run in the Exemplar VAE repository, exemplar prior, stopped at epoch 1,088):
-about 1.5 to 13 hours of training per entry, up to about 43 hours for all five if none stops
+about 1.5 to 13 hours of training per entry, up to about 43 hours for the five CPU models if none stops
 early. Run the entries one at a time (``--only``) in the background; an interrupted run
 resumes from its last epoch. On 2 busy shared cores ``--threads 1`` may be faster than 2
 threads (benchmarks/m2_semisupervised.py found so).
@@ -131,10 +131,11 @@ import pyro
 import torch
 from common import FASHION_DIR  # benchmarks/common.py (puts pyro_vae on the path)
 
-from pyro_vae.checkpoint import atomic_write_text, load_checkpoint
+from pyro_vae.checkpoint import atomic_write_text, load_checkpoint, validate_train_state
 from pyro_vae.compare.stats import SIGNIFICANCE_STDERRS, check_comparable, paired_difference
 from pyro_vae.data import DataConfig
 from pyro_vae.inference import TrainConfig
+from pyro_vae.inference.config import selection_key
 from pyro_vae.jsonio import dumps_finite
 from pyro_vae.rundir_lock import lock_holder
 from pyro_vae.runfiles import CHECKPOINT_FILE, CONFIG_FILE
@@ -187,7 +188,7 @@ SETTINGS = {
                                    "published figures are means over several runs)"},
 }
 
-#: The difference of every entry whose dense layers are not gated (all but ``vae-gated``).
+#: The difference of every entry whose dense layers are not gated (those without ``-gated``).
 UNGATED_DIFFERENCE = (
     "layers: the reference code's dense layers are gated (GatedDense: h = Linear(x) * sigmoid(Linear'(x))); "
     "this entry's MLPs use plain Linear + ReLU layers of the same widths (300-300); the vae-gated entry "
@@ -270,7 +271,8 @@ ENTRIES = {
         },
         "published": {"nll": None, "plus_minus": None, "source": None,
                       "note": "no published Fashion-MNIST figure for this configuration; judged against "
-                              "the vae entry (paired_vs_vae)"},
+                              "its baseline VAE of the same layers (paired_vs_baseline: vae, or vae-gated "
+                              "for iwae5-gated)"},
         "known_differences": [
             "protocol: Burda et al. trained without KL warm-up on a stepped learning-rate schedule "
             "(3^i epochs at 1e-3 * 10^(-i/7), 3,280 epochs); here the vae entry's protocol with only the "
@@ -618,46 +620,60 @@ def print_table(records: list[dict]) -> None:
           "NLL minus the entry's on the same images (positive: better than that VAE; vae-gated for gated entries).")
 
 
-def run_status(name: str, run_dir: Path) -> str:
+def _stderr_text(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def run_status(name: str, run_dir: Path, config: RunConfig | None = None) -> str:
     """One line: where entry ``name``'s run directory stands, read without changing it.
 
-    Finished runs show their test NLL; unfinished ones their last checkpoint: epochs done,
-    the best validation epoch and score, evaluations since it (of the patience), training
-    seconds per epoch, and the process writing it, if any.
+    Finished runs (scored at the epoch of their last checkpoint, and done by early stopping
+    or their budget) show their test NLL; others their last checkpoint: epochs done, the best
+    validation epoch and score, evaluations since it (of the patience), training seconds per
+    epoch. A process holding the run's lock is named, and so is a run written with other
+    settings than ``config`` (which training would refuse). Anything unreadable is one line.
     """
-    if not (run_dir / CONFIG_FILE).is_file():
+    if not (run_dir / CONFIG_FILE).exists():
         return f"{name:<15} not started ({run_dir})"
     try:
         holder = lock_holder(run_dir)
+        notes = f"; in use by {holder}" if holder else ""
+        if config is not None:
+            try:
+                check_run_matches(run_dir, config)
+            except ValueError:
+                notes += "; written with other settings than this entry's (training refuses it)"
+        stored = read_config(run_dir).train
         metrics = read_metrics(run_dir)
-        if metrics.get("test") and holder is None:
+        train = None
+        if (run_dir / CHECKPOINT_FILE).exists():
+            path = run_dir / CHECKPOINT_FILE
+            train = load_checkpoint(path, map_location="cpu", required=("train_state",))["train_state"]
+            validate_train_state(train, path)
+        scored_last = train is None or metrics.get("epochs") == train["epoch"]
+        if metrics.get("test") and scored_last and _finished(metrics, stored.epochs):
             test = metrics["test"]
             how = "stopped early" if metrics.get("stopped_early") else f"capped at {metrics['epochs']}"
             return (f"{name:<15} finished: {metrics['epochs']} epochs (best {metrics.get('best_epoch')}), {how}; "
-                    f"test NLL {-test['log_likelihood']:.2f} ± {test['log_likelihood_stderr']:.2f} "
-                    f"(K = {test['log_likelihood_samples']})")
-        if not (run_dir / CHECKPOINT_FILE).is_file():
-            return f"{name:<15} started, no epoch finished yet" + (f"; written by {holder}" if holder else "")
-        state = load_checkpoint(run_dir / CHECKPOINT_FILE, map_location="cpu", required=("train_state",))
-        train = state["train_state"]
-        selection = train.get("selection") or {}
-        config = read_config(run_dir).train
-        select_key = "val_bound" if config.select_on == "bound" and config.objective == "iwae" else "val_elbo"
-        epochs = train["epoch"]
-        rate = train["seconds"] / epochs if epochs else float("nan")
-        best = selection.get("best_score")
-        return (f"{name:<15} {'training, ' + holder if holder else 'interrupted'}: epoch {epochs} of "
-                f"{config.epochs}, best {selection.get('best_epoch')} ({select_key} "
-                f"{'-' if best is None else f'{best:.2f}'}), {selection.get('evaluations_since_best', 0)} of "
-                f"{config.patience} evaluations since; {train['seconds'] / 3600:.2f} h, {rate:.1f} s/epoch")
-    except (ValueError, KeyError, TypeError) as err:
-        return f"{name:<15} unreadable: {err}"
+                    f"test NLL {-test['log_likelihood']:.2f} ± {_stderr_text(test.get('log_likelihood_stderr'))} "
+                    f"(K = {test['log_likelihood_samples']}){notes}")
+        if train is None:
+            return f"{name:<15} started, no epoch finished yet{notes}"
+        selection = train.get("selection") if isinstance(train.get("selection"), dict) else {}
+        epochs, best = train["epoch"], selection.get("best_score")
+        rate = f"{train['seconds'] / epochs:.1f} s/epoch" if epochs else "-"
+        return (f"{name:<15} {'training' if holder else 'interrupted'}: epoch {epochs} of {stored.epochs}, "
+                f"best {selection.get('best_epoch')} ({selection_key(stored)} {_stderr_text(best)}), "
+                f"{selection.get('evaluations_since_best', 0)} of {stored.patience} evaluations since; "
+                f"{train['seconds'] / 3600:.2f} h, {rate}{notes}")
+    except Exception as err:  # noqa: BLE001  (a status line for whatever is unreadable, never a crash)
+        return f"{name:<15} unreadable: {' '.join(str(err).split()) or type(err).__name__}"
 
 
 def main(argv=None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.smoke and not args.results:
+    if args.smoke and not args.results and not args.status:
         parser.error("--smoke needs --results PATH (smoke numbers never replace the committed results)")
     for option in ("max_epochs", "eval_samples", "threads"):
         value = getattr(args, option)
@@ -673,14 +689,9 @@ def main(argv=None) -> dict:
     if epochs > s["max_epochs"]:
         parser.error(f"--max-epochs caps the literature's {s['max_epochs']} epochs; got {epochs}")
     eval_samples = args.eval_samples or (SMOKE["eval_samples"] if args.smoke else s["eval_samples"])
-    if args.status:
-        runs_dir = Path(args.runs_dir or DEFAULT_RUNS_DIR).expanduser()
-        lines = [run_status(name, runs_dir / name) for name in names]
-        print("\n".join(lines))
-        return {"status": lines}
     if args.runs_dir:
         runs_dir = Path(args.runs_dir).expanduser()
-    elif args.smoke:
+    elif args.smoke and not args.status:
         runs_dir = Path(tempfile.mkdtemp(prefix="pyro-vae-reproduce-smoke-"))
     else:
         runs_dir = DEFAULT_RUNS_DIR.expanduser()
@@ -690,6 +701,10 @@ def main(argv=None) -> dict:
     configs = {name: run_config(name, dataset=dataset, epochs=epochs, eval_samples=eval_samples, seed=args.seed,
                                 device=args.device, data_dir=args.data_dir, progress=progress)
                for name in ENTRIES}
+    if args.status:  # read only: before the runs directory is made
+        lines = [run_status(name, runs_dir / name, configs[name]) for name in names]
+        print("\n".join(lines))
+        return {"status": lines}
     runs_dir.mkdir(parents=True, exist_ok=True)
     records = []
     for name in ENTRIES:

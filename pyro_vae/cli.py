@@ -134,14 +134,14 @@ def _run_compare(args) -> list:
     config = CompareConfig(**_set({"entries": entries, "data": _data_config(args), "train": _train_config(args)},
                                   eval_samples=args.eval_samples, seeds=args.seeds))
     flag_of = {field: "--" + flag.replace("_", "-") for flag, field in MODEL_OPTIONS.items()}
-    names = [e.name for e in config.entries]
-    for option, missing in unapplied_options(config.entries, options).items():
-        if len(missing) == len(names):
-            raise UsageError(f"{flag_of[option]} applies to none of the models to train "
-                             f"({', '.join(names) or 'none: --runs only reuses runs'}); it applies to: "
-                             f"{', '.join(models_with_field(option)) or 'no model'}")
-        print(f"note: {flag_of[option]} does not apply to {', '.join(missing)}: trained without it",
-              file=sys.stderr)
+    to_train = [e for e in config.entries if e.name not in runs]  # entries given a run are reused
+    for option, skipped in unapplied_options(to_train, options).items():
+        where = ", ".join(f"{name} ({why})" for name, why in skipped.items())
+        if len(skipped) == len(to_train):
+            raise UsageError(f"{flag_of[option]} reaches none of the models to train "
+                             f"({where or 'none: the entries reuse runs'}); models it applies to: "
+                             f"{', '.join(models_with_field(option)) or 'none'}")
+        print(f"note: {flag_of[option]} does not reach {where}: trained without it", file=sys.stderr)
     config = dataclasses.replace(config, model_options=options)
     return compare(config, args.out, runs=runs, overwrite=args.overwrite)
 

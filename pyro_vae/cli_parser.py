@@ -121,7 +121,7 @@ def _add_shared_options(p, eval_samples: bool = True) -> None:
                         "the last (default: 1; 0: never during training, so no model selection)")
     p.add_argument("--patience", type=int,
                    help="with --val-fraction: stop after N evaluations without a better validation "
-                        "ELBO (default: 0, never); the best epoch's parameters are kept (best.pt)")
+                        "score (--select-on; default: 0, never); the best epoch's parameters are kept (best.pt)")
     p.add_argument("--select-on", choices=SELECT_ON,
                    help="validation score of model selection, --patience and the plateau schedule: elbo "
                         "(default), or bound: the objective's own bound (--objective iwae: its K-sample "
@@ -194,7 +194,7 @@ def _add_shared_options(p, eval_samples: bool = True) -> None:
     p.add_argument("--lr-schedule",
                    help="constant (default), cosine (to --lr-min over --epochs), step (times "
                         "--lr-gamma every --lr-step-epochs) or plateau (times --lr-gamma after "
-                        "--lr-patience scores without improvement: validation ELBO, else training curve)")
+                        "--lr-patience scores without improvement: the --select-on validation score, else training curve)")
     p.add_argument("--lr-min", type=float, help="floor of the cosine and plateau schedules (default: 0)")
     p.add_argument("--lr-step-epochs", type=int, help="epochs between reductions of --lr-schedule step")
     p.add_argument("--lr-gamma", type=float, help="factor of the step and plateau schedules (default: 0.1)")

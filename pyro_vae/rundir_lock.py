@@ -98,7 +98,7 @@ def lock_holder(run_dir) -> str | None:
     if fcntl is None:
         return None
     try:
-        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO: no wait
     except OSError:  # no lock file: never locked
         return None
     try:

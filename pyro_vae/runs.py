@@ -10,7 +10,7 @@ A run directory holds
 - ``checkpoint.pt``: model and optimizer state, epoch, step, RNG states, written atomically
   after every epoch;
 - ``best.pt`` (with a validation split): the parameters of the epoch with the best
-  validation ELBO, written when that epoch ends; the final evaluation and every later
+  validation score (the ELBO, or ``val_bound`` under ``select_on="bound"``), written when that epoch ends; the final evaluation and every later
   command use them;
 - ``metrics.json``: the training history and the ``test`` object of
   :func:`pyro_vae.inference.evaluate.evaluate`, with ``test.test_set_sha256`` identifying
@@ -47,7 +47,7 @@ from .checkpoint import save_checkpoint
 from .data import load_dataset, split_generator
 from .errors import allocation_message, check_positive_int, is_allocation_error
 from .inference import distributed
-from .inference.config import DTYPES, resolve_device, training_curve_key
+from .inference.config import DTYPES, SCORE_NAMES, resolve_device, selection_key, training_curve_key
 from .inference.evaluate import evaluate_per_example, latent_diagnostics
 from .inference.fingerprints import fingerprint
 from .inference.state import Callback, NonFiniteLossError
@@ -100,7 +100,7 @@ from .runload import (  # noqa: F401  (load_run, read_config ...: importable fro
 class CheckpointCallback(Callback):
     """Saves model, optimizer and training state atomically after every epoch.
 
-    An epoch with the best validation ELBO so far also writes its parameters to ``best.pt``,
+    An epoch with the best validation score so far also writes its parameters to ``best.pt``,
     before ``checkpoint.pt``: a process killed between the two resumes from the epoch before
     and rewrites the same ``best.pt``.
     """
@@ -212,8 +212,9 @@ def _resume_locked(out_dir, config, record, epochs, device, detect_anomaly, call
     selection = checkpoint["train_state"].get("selection") or {}
     if selection.get("stopped_early") and _is_complete(out_dir, done):
         raise ValueError(
-            f"the run in {str(out_dir)!r} stopped early at epoch {done} (no better validation "
-            f"ELBO for {config.train.patience} evaluations) and is complete; nothing to resume")
+            f"the run in {str(out_dir)!r} stopped early at epoch {done} (no better "
+            f"{SCORE_NAMES[selection_key(config.train)]} for {config.train.patience} evaluations) and is "
+            f"complete; nothing to resume")
     if selection.get("best_epoch") is not None:
         checkpoint["train_state"]["best_model"] = _load_best(out_dir, config)["model"]
     changes = {"device": device} if device is not None else {}

@@ -1,5 +1,8 @@
+import importlib.util
 import os
 import shutil
+import sys
+from pathlib import Path
 
 # One thread per process, set before torch is imported (subprocesses inherit it): the tests'
 # models are tiny, where a second thread costs more in synchronization than it computes, and
@@ -52,3 +55,25 @@ def run_copy(trained_run, tmp_path):
 
 def binary_batch(n=8, d=64, p=0.3, dtype=torch.float32):
     return torch.bernoulli(torch.full((n, d), p, dtype=dtype))
+
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """benchmarks/reproduce.py as a module, imported from its file (it imports its neighbour ``common``)."""
+    before = {name: sys.modules.get(name) for name in ("common", "reproduce")}
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location("reproduce", BENCHMARKS / "reproduce.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+        for name, old in before.items():  # leave no ``common`` behind for other tests to trip on
+            if old is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = old

@@ -68,8 +68,11 @@ def test_runs_are_reused_not_retrained(comparison, tmp_path):
     (["--models", "vae", "--samples", "0"], "samples must be a positive integer"),
     (["--runs", "nowhere"], "is not a finished run"),
     (["--models", "ppca,mixture", "--activation", "gated"],
-     "--activation applies to none of the models to train (ppca, mixture); it applies to: "),
-    (["--models", "ppca", "--components", "3"], "--components applies to none of the models to train (ppca)"),
+     "--activation reaches none of the models to train (ppca (no such field), mixture (no such field)); "
+     "models it applies to: "),
+    (["--models", "ppca", "--components", "3"], "--components reaches none of the models to train (ppca (no such"),
+    (["--models", "ae", "--guide", "studentt"],
+     "--guide reaches none of the models to train (ae (its own guide='delta')); models it applies to: "),
 ])
 def test_bad_compare_input(argv, message, tmp_path, capsys):
     assert main(["compare", "--out", str(tmp_path / "o"), *argv]) == 2
@@ -83,7 +86,7 @@ def test_a_shared_option_some_models_lack_is_named_on_stderr(monkeypatch, tmp_pa
     monkeypatch.setattr(compare_module, "compare", lambda config, out, **kw: seen.setdefault("config", config) and [])
     argv = ["compare", "--models", "vae,ppca,hvae", "--activation", "gated", "--out", str(tmp_path / "o")]
     assert main(argv) == 0
-    assert "note: --activation does not apply to ppca: trained without it" in capsys.readouterr().err
+    assert "note: --activation does not reach ppca (no such field): trained without it" in capsys.readouterr().err
     config = seen["config"]
     assert config.model_options == {"activation": "gated"}
     activations = {e.name: config.run_config(e).model_config_object().__dict__.get("activation")
@@ -91,17 +94,23 @@ def test_a_shared_option_some_models_lack_is_named_on_stderr(monkeypatch, tmp_pa
     assert activations == {"vae": "gated", "ppca": None, "hvae": "gated"}
 
 
-def test_the_api_refuses_a_shared_option_no_entry_has():
-    from pyro_vae.compare import CompareConfig, models_with_field, unapplied_options
+def test_the_api_refuses_a_shared_option_no_entry_to_train_has(tmp_path):
+    from pyro_vae.compare import CompareConfig, compare, models_with_field, unapplied_options
 
-    with pytest.raises(ValueError, match=r"model_options\['activation'\] applies to none of the entries "
-                                         r"\(ppca\); models with that field: .*vae"):
-        CompareConfig(entries=("ppca",), model_options={"activation": "gated"})
-    with pytest.raises(ValueError, match="applies to none of the entries \\(none given\\)"):
-        CompareConfig(entries=(), model_options={"latent_dim": 4})
-    config = CompareConfig(entries=("vae", "mixture"), model_options={"latent_dim": 4, "num_components": 3})
-    assert unapplied_options(config.entries, config.model_options) == {"latent_dim": ["mixture"],
-                                                                       "num_components": ["vae"]}
+    with pytest.raises(ValueError, match=r"model_options\['activation'\] reaches none of the entries to train "
+                                         r"\(ppca \(no such field\)\); models with that field: .*vae"):
+        compare(CompareConfig(entries=("ppca",), model_options={"activation": "gated"}), tmp_path / "o")
+    with pytest.raises(ValueError, match=r"reaches none of the entries to train \(none: every entry reuses"):
+        compare(CompareConfig(entries=("vae",), model_options={"latent_dim": 4}), tmp_path / "o",
+                runs={"vae": tmp_path / "nowhere"})
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+    with pytest.raises(TypeError, match="model_options must be"):
+        CompareConfig(entries=("vae",), model_options="latent_dim")
+    config = CompareConfig(entries=("vae", "mixture", "ae"), model_options={"latent_dim": 4, "num_components": 3,
+                                                                          "guide": "normal"})
+    assert unapplied_options(config.entries, config.model_options) == {
+        "latent_dim": {"mixture": "no such field"}, "num_components": {"vae": "no such field", "ae": "no such field"},
+        "guide": {"mixture": "no such field", "ae": "its own guide='delta'"}}
     assert "ppca" not in models_with_field("activation") and "vae" in models_with_field("activation")
 
 

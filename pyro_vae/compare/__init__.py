@@ -85,11 +85,7 @@ class CompareConfig:
             check_seed("seeds", seed)
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds lists a seed twice: {', '.join(map(str, self.seeds))}")
-        for option, missing in unapplied_options(self.entries, self.model_options).items():
-            if len(missing) == len(self.entries):
-                raise ValueError(f"model_options[{option!r}] applies to none of the entries "
-                                 f"({', '.join(e.name for e in self.entries) or 'none given'}); models "
-                                 f"with that field: {', '.join(models_with_field(option)) or 'none'}")
+        check_instance("model_options", self.model_options, dict, "e.g. {'latent_dim': 16}")
 
     def run_config(self, entry: Entry, seed: int | None = None) -> RunConfig:
         """The run of ``entry`` (under ``seed``, default the first): shared settings plus its own."""
@@ -110,19 +106,35 @@ def _field_names(model: str) -> set[str]:
     return {f.name for f in dataclasses.fields(MODELS[model][0])}
 
 
-def unapplied_options(entries, model_options: dict) -> dict[str, list[str]]:
-    """Each shared model option that does not apply to every one of ``entries`` (parsed Entry
-    objects), with the names of those it does not apply to (every option, when there are none).
+def unapplied_options(entries, model_options: dict) -> dict[str, dict[str, str]]:
+    """Where each shared model option does not reach one of ``entries`` (parsed Entry objects).
 
-    :class:`CompareConfig` skips such an option for those entries and refuses one that applies
-    to none; the CLI prints the skipped ones.
+    Returns ``{option: {entry name: why}}`` for the options that skip some entry, ``why``
+    being ``"no such field"`` or the entry's own value that wins (``"its own guide='delta'"``:
+    the ``ae`` alias); an option with no entries at all maps to ``{}``. Such an option is
+    skipped for those entries; one that reaches none of them changes nothing and is refused
+    (:func:`check_model_options`; the CLI says so with its flags, and names the skipped ones).
     """
     out = {}
     for option in model_options:
-        missing = [e.name for e in entries if option not in _field_names(e.model)]
-        if missing or not entries:
-            out[option] = missing
+        skipped = {}
+        for e in entries:
+            if option not in _field_names(e.model):
+                skipped[e.name] = "no such field"
+            elif option in e.model_options and e.model_options[option] != model_options[option]:
+                skipped[e.name] = f"its own {option}={e.model_options[option]!r}"
+        if skipped or not entries:
+            out[option] = skipped
     return out
+
+
+def check_model_options(entries, model_options: dict) -> None:
+    """Refuse a shared model option that reaches none of ``entries`` (those to train)."""
+    for option, skipped in unapplied_options(entries, model_options).items():
+        if len(skipped) == len(entries):
+            names = ", ".join(f"{n} ({why})" for n, why in skipped.items()) or "none: every entry reuses a run"
+            raise ValueError(f"model_options[{option!r}] reaches none of the entries to train ({names}); "
+                             f"models with that field: {', '.join(models_with_field(option)) or 'none'}")
 
 
 def models_with_field(option: str) -> list[str]:
@@ -153,6 +165,7 @@ def compare(config: CompareConfig, out_dir, *, runs: dict | None = None, overwri
         raise ValueError(f"nothing to compare: name entries with --models (from "
                          f"{', '.join(entry_choices())}) or finished runs with --runs")
     # Everything is checked before anything is trained: options, and one test set for all.
+    check_model_options(to_train, config.model_options)
     plans = {e.name: [(run_directory(out_dir, e.name, i, s), config.run_config(e, s))
                       for i, s in enumerate(config.seeds)] for e in to_train}
     _check_distinct_directories(plans, runs)
@@ -318,5 +331,5 @@ def _summary_row(name: str, run_dir: Path) -> dict:
 
 
 __all__ = ["ALIASES", "CompareConfig", "DEFAULT_ENTRIES", "Entry", "GROUP_NOTES", "add_paired_differences",
-           "compare", "entry_choices", "models_with_field", "parse_entries", "render_markdown", "reuse_runs",
-           "unapplied_options"]
+           "check_model_options", "compare", "entry_choices", "models_with_field", "parse_entries",
+           "render_markdown", "reuse_runs", "unapplied_options"]

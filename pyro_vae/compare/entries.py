@@ -33,7 +33,7 @@ ALIASES = {"ae": ("vae", {"guide": "delta"})}
 
 #: Training settings an entry may set for itself (the seed comes from ``--seeds``).
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "objective", "particles", "beta", "kl_warmup",
-              "patience", "eval_every", "dtype")
+              "patience", "select_on", "eval_every", "dtype")
 #: Data settings an entry may set: they change training, never the test set.
 DATA_KEYS = ("binarize", "subset", "val_fraction", "labels_per_class")
 #: Other spellings accepted for option keys (the CLI's flag names).

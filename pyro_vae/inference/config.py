@@ -23,7 +23,7 @@ from ..errors import (
     check_positive_int,
     check_seed,
 )
-from .objectives import OBJECTIVES, check_kl_weighting
+from .objectives import OBJECTIVES, build_objective, check_kl_weighting
 from .optim import LR_SCHEDULES, OPTIMIZERS
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -97,8 +97,8 @@ class TrainConfig:
         ``constant``; ``cosine`` (from ``lr`` down towards ``lr_min`` over ``epochs``);
         ``step`` (times ``lr_gamma`` every ``lr_step_epochs``); ``plateau`` (times
         ``lr_gamma`` after ``lr_patience`` scores without improvement, the score being the
-        validation ELBO where there is a validation split and ``eval_every > 0``, else the
-        training curve). The rate changes between epochs; see :mod:`pyro_vae.inference.optim`.
+        validation score of ``select_on`` where there is a validation split and
+        ``eval_every > 0``, else the training curve). The rate changes between epochs; see :mod:`pyro_vae.inference.optim`.
     lr_min : float or None
         Floor of ``cosine`` and ``plateau``, in [0, lr) (None: 0).
     lr_step_epochs : int or None
@@ -252,6 +252,26 @@ def resolve_device(name: str | None) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     return torch.device(name)
+
+
+#: What each validation score is, for messages.
+SCORE_NAMES = {"val_elbo": "validation ELBO", "val_bound": "validation importance-weighted bound"}
+
+
+def selection_key(config: TrainConfig) -> str:
+    """History key of the validation score that selects, stops early and drives ``plateau``.
+
+    ``val_bound`` under ``select_on="bound"`` when the objective is an importance-weighted
+    bound of K > 1 samples (its ``bound_samples``), else ``val_elbo``.
+
+    >>> selection_key(TrainConfig(objective="iwae", particles=5, select_on="bound"))
+    'val_bound'
+    """
+    if config.select_on != "bound":
+        return "val_elbo"
+    objective = build_objective(config.objective, particles=config.particles, beta=config.beta,
+                                kl_warmup=config.kl_warmup)
+    return "val_bound" if getattr(objective, "bound_samples", 1) > 1 else "val_elbo"
 
 
 def training_curve_key(config: TrainConfig, model=None) -> str:

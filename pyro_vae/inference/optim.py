@@ -6,7 +6,7 @@ constant within an epoch):
 
 - ``constant``, ``cosine`` and ``step`` are pure functions of the epoch, so a resumed run
   recomputes its rate from the checkpoint's epoch and nothing extra is saved;
-- ``plateau`` reacts to a score (the validation ELBO, else the training curve) and so has
+- ``plateau`` reacts to a score (the validation score of ``select_on``, else the training curve) and so has
   state (best score, epochs without improvement, current rate), which goes into the
   checkpoint through :meth:`LRSchedule.state_dict`.
 

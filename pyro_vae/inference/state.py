@@ -52,7 +52,7 @@ class Callback:
     ``on_train_start`` runs once the state is set up (``state.epoch`` > 0 on a resume),
     ``on_step_end`` after each optimizer step, ``on_epoch_end`` after each finished and
     checked epoch (``state.history[-1]`` is its record; ``state.improved`` says whether its
-    validation ELBO is the best so far), ``on_train_end`` when training ends, and
+    validation score is the best so far), ``on_train_end`` when training ends, and
     ``on_exception`` when :func:`fit` raises (errors inside it are ignored, so the original
     one is what surfaces).
 

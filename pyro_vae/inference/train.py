@@ -44,6 +44,7 @@ from .config import (  # noqa: F401  (re-exported: the loop's public names stay 
     TrainConfig,
     check_device_name,
     resolve_device,
+    selection_key,
     stored_device,
     training_curve_key,
 )
@@ -211,6 +212,9 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     if config.patience and not selecting:
         raise ValueError(f"patience {config.patience} needs a validation split to watch; "
                          f"give val_fraction > 0 (--val-fraction)")
+    if config.select_on != "elbo" and not selecting:
+        raise ValueError(f"select_on {config.select_on!r} chooses a score of the validation split, and there "
+                         f"is none; give val_fraction > 0 (--val-fraction)")
     # Validate the data once here, so the hot path can run with validation off (a loader's
     # batches are checked as they come: see pyro_vae.data.streaming.loader_batches).
     if data is not None:
@@ -240,8 +244,8 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     kl_weighted = config.beta != 1 or bool(config.kl_warmup)
     # plateau watches the selection score where it is computed, else the training curve.
     # select_on="bound" with an importance-weighted objective: select on that bound (val_bound).
-    bound_samples = getattr(objective, "bound_samples", 1) if config.select_on == "bound" else 1
-    select_key = "val_bound" if selecting and bound_samples > 1 else held_key
+    select_key = selection_key(config) if selecting else held_key
+    bound_samples = getattr(objective, "bound_samples", 1)
     plateau_key = select_key if selecting and config.eval_every else curve_key
     if held is None:
         plateau_key = curve_key
