@@ -194,7 +194,8 @@ def _add_shared_options(p, eval_samples: bool = True) -> None:
     p.add_argument("--lr-schedule",
                    help="constant (default), cosine (to --lr-min over --epochs), step (times "
                         "--lr-gamma every --lr-step-epochs) or plateau (times --lr-gamma after "
-                        "--lr-patience scores without improvement: the --select-on validation score, else training curve)")
+                        "--lr-patience scores without improvement: the --select-on validation score, "
+                        "else training curve)")
     p.add_argument("--lr-min", type=float, help="floor of the cosine and plateau schedules (default: 0)")
     p.add_argument("--lr-step-epochs", type=int, help="epochs between reductions of --lr-schedule step")
     p.add_argument("--lr-gamma", type=float, help="factor of the step and plateau schedules (default: 0.1)")

@@ -10,8 +10,8 @@ A run directory holds
 - ``checkpoint.pt``: model and optimizer state, epoch, step, RNG states, written atomically
   after every epoch;
 - ``best.pt`` (with a validation split): the parameters of the epoch with the best
-  validation score (the ELBO, or ``val_bound`` under ``select_on="bound"``), written when that epoch ends; the final evaluation and every later
-  command use them;
+  validation score (the ELBO, or ``val_bound`` under ``select_on="bound"``), written when
+  that epoch ends; the final evaluation and every later command use them;
 - ``metrics.json``: the training history and the ``test`` object of
   :func:`pyro_vae.inference.evaluate.evaluate`, with ``test.test_set_sha256`` identifying
   the test tensor it was scored on;

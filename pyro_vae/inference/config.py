@@ -98,7 +98,8 @@ class TrainConfig:
         ``step`` (times ``lr_gamma`` every ``lr_step_epochs``); ``plateau`` (times
         ``lr_gamma`` after ``lr_patience`` scores without improvement, the score being the
         validation score of ``select_on`` where there is a validation split and
-        ``eval_every > 0``, else the training curve). The rate changes between epochs; see :mod:`pyro_vae.inference.optim`.
+        ``eval_every > 0``, else the training curve). The rate changes between epochs; see
+        :mod:`pyro_vae.inference.optim`.
     lr_min : float or None
         Floor of ``cosine`` and ``plateau``, in [0, lr) (None: 0).
     lr_step_epochs : int or None
