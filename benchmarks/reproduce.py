@@ -106,8 +106,10 @@ conv-vamp  several 100     the same, plus 500 pseudo-inputs per step    hours
 
 Measured since (each run's ``seconds`` over its ``epochs`` in docs/results/fashion-mnist.json;
 the development machine, shared with other jobs, so again read them as +-50%): vae 7.2 s per
-epoch (2 threads), vae-gated 5.4 s (1 thread), vamp 12.9 s (1 thread); the K = 5000
-evaluation took 12.5 minutes for vae-gated and 14.7 for vamp (1 thread each, side by side).
+epoch (2 threads), vae-gated 5.4 s (1 thread), vamp 12.9 s (1 thread), vamp-gated 16.7 s and
+iwae5-gated 12.7 s (1 thread each, side by side; iwae5-gated's includes its K = 5 validation
+bound); the K = 5000 evaluation took 12.5 minutes for vae-gated and 14.7 for vamp (1 thread
+each, side by side).
 
 Early stopping ends such runs after several hundred to 2,000 epochs (the pretrained
 dynamic-MNIST run in the Exemplar VAE repository, exemplar prior, stopped at epoch 1,088):
