@@ -62,10 +62,13 @@ def _assert_same_weights(a: dict, b: dict):
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     """One torch thread: on the 2 shared cores, two threads per tiny step oversubscribe them
-    (measured: 3 s instead of 0.7 s per tiny run under load)."""
+    (measured: 3 s instead of 0.7 s per tiny run under load). No figures: this module checks
+    numbers and refusals (figures are tested elsewhere)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("pyro_vae.plots.write_run_figures", lambda *args, **kwargs: [])
+        yield
     torch.set_num_threads(before)
 
 
