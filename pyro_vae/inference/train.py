@@ -62,9 +62,7 @@ def _held_out_elbo(model, x, y, world: int) -> float:
     def per_example(xs, ys):
         return _elbo(model, xs, ys, num_samples=1, batch_size=1000, sample_chunk=100).per_example
 
-    if world > 1:
-        return distributed.sharded_mean(per_example, x, y)
-    return per_example(x, y).mean().item()
+    return _held_out_mean(per_example, x, y, world)
 
 
 @torch.no_grad()
@@ -78,6 +76,11 @@ def _held_out_bound(model, x, y, num_samples: int, world: int) -> float:
     def per_example(xs, ys):
         return _log_likelihood(model, xs, ys, num_samples, batch, chunk, False).per_example
 
+    return _held_out_mean(per_example, x, y, world)
+
+
+def _held_out_mean(per_example, x, y, world: int) -> float:
+    """The mean of ``per_example(x, y)``; under torchrun over every rank's shard."""
     if world > 1:
         return distributed.sharded_mean(per_example, x, y)
     return per_example(x, y).mean().item()
@@ -423,9 +426,10 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
         model.eval()
         x_held, y_held = held
         with _evaluation_rng(config.seed, epoch, device):
-            record[held_key] = _held_out_elbo(model, x_held, labels_for(model, y_held), world)
+            labels = labels_for(model, y_held)
+            record[held_key] = _held_out_elbo(model, x_held, labels, world)
             if select_key != held_key:
-                record[select_key] = _held_out_bound(model, x_held, labels_for(model, y_held), bound_samples, world)
+                record[select_key] = _held_out_bound(model, x_held, labels, bound_samples, world)
         for key in dict.fromkeys((held_key, select_key)):
             if not math.isfinite(record[key]):
                 raise NonFiniteLossError(
