@@ -125,5 +125,5 @@ def test_iwae5_gated_note_names_its_baseline(bench):
     (paired_vs_baseline), but its published note, copied from iwae5, says it is judged against
     the vae entry (paired_vs_vae)."""
     note = bench.ENTRIES["iwae5-gated"]["published"]["note"]
-    assert bench._baseline("iwae5-gated") == "vae-gated"
+    assert bench.baseline("iwae5-gated") == "vae-gated"
     assert "vae-gated" in note, note
