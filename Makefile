@@ -19,8 +19,12 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) -m pyro_vae compare --models vae,ae,cvae,mixture,ppca --dataset digits --epochs 100 --seeds 0,1,2 --out runs/demo --overwrite
 
+# The tests run in TEST_WORKERS processes (pytest-xdist), one test file per process at a time so
+# that module fixtures are built once; each process uses one torch thread (tests/conftest.py).
+# make test TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(PY) -m ruff check pyro_vae tests benchmarks examples
