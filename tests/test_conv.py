@@ -13,7 +13,7 @@ from torch import nn
 
 from pyro_vae.data import Dataset
 from pyro_vae.inference import TrainConfig, evaluate, fit, log_importance_weights
-from pyro_vae.inference.evaluate import _log_weights_and_sites
+from pyro_vae.inference.importance import _log_weights_and_sites
 from pyro_vae.inference.objectives import OBJECTIVES, build_objective
 from pyro_vae.models import CVAE, HVAE, M2, VAE, FoldLeading, HVAEConfig, M2Config, VAEConfig, fold_leading
 from pyro_vae.models.adapters import ImageOutput, conv_decoder

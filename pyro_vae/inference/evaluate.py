@@ -1,6 +1,7 @@
 """Scoring any model/guide pair in one currency: nats per example, higher is better.
 
-Everything here is built on :func:`log_importance_weights`, which draws K codes per example
+Everything here is built on :func:`log_importance_weights` (in
+:mod:`pyro_vae.inference.importance`, importable from here too), which draws K codes per example
 from the guide and replays the model on them, returning
 ``log w[k, i] = log p(x_i, z_ik) - log q(z_ik | x_i)`` of shape ``(K, batch)`` in one
 vectorized pass (the guide and model run inside an extra plate of size K).
@@ -24,20 +25,16 @@ torch.Size([8])
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass
 
-import pyro
 import torch
-from tqdm.auto import tqdm
 
 from ..data import Dataset
 from ..data.streaming import batches, is_streamed, tensor_pair
 from ..errors import check_positive_int
 from ..models.base import _model_float
 from .fingerprints import fingerprint, hash_values  # noqa: F401  (importable from here as before)
-from .heap import release_free_heap
-from .tracing import record_sites, scaled_log_prob, scored_sites
+from .importance import GlobalSiteError, log_importance_weights, reduce_log_weights  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -56,75 +53,6 @@ class Estimate:
         """Standard error of the mean; None for a single example (it has none)."""
         n = self.per_example.numel()
         return self.per_example.std().item() / math.sqrt(n) if n > 1 else None
-
-
-def _with_sample_plate(fn, num_samples: int, device: torch.device):
-    """Run ``fn`` inside a plate of ``num_samples`` importance samples left of the data plate."""
-
-    def wrapped(*args, **kwargs):
-        with pyro.plate("importance_samples", num_samples, dim=-2, device=device):
-            return fn(*args, **kwargs)
-
-    return wrapped
-
-
-def log_importance_weights(model, x: torch.Tensor, y: torch.Tensor | None = None,
-                           num_samples: int = 1) -> torch.Tensor:
-    """Return ``log p(x, z_k) - log q(z_k | x)`` for K codes per example, shape ``(K, batch)``.
-
-    Gradients flow through reparameterized samples, so the result can be used as a training
-    objective (the IWAE bound) as well as for evaluation under ``torch.no_grad()``.
-    """
-    check_positive_int("num_samples", num_samples)
-    return _log_weights_and_sites(model, x, y, num_samples)[0]
-
-
-def _log_weights_and_sites(model, x, y, num_samples):
-    """``(log_w, sites)``: :func:`log_importance_weights` and the sites it was computed from."""
-    guide, generative = model.guide, model.model
-    if num_samples > 1:  # K = 1 draws the same numbers without the plate's bookkeeping
-        guide = _with_sample_plate(guide, num_samples, x.device)
-        generative = _with_sample_plate(generative, num_samples, x.device)
-    guide_sites = record_sites(guide, x, y)
-    _check_per_example(guide_sites, "guide", model)
-    model_sites = record_sites(generative, x, y, replay=guide_sites)
-    _check_per_example(model_sites, "model", model)
-    log_p = _sum_log_probs(model_sites)  # (K, batch), (batch,) or broadcastable to them
-    log_q = _sum_log_probs(guide_sites)  # None for an empty guide (latents summed out)
-    if log_p is None:
-        raise ValueError(f"{type(model).__name__}.model has no sample site; it must observe x")
-    log_w = log_p if log_q is None else log_p - log_q
-    shape = (num_samples, x.shape[0])
-    return (log_w if log_w.shape == shape else log_w.expand(shape)), (guide_sites, model_sites)
-
-
-class GlobalSiteError(ValueError):
-    """A model or guide has a sample site outside the ``data`` plate (a global latent)."""
-
-
-def _check_per_example(sites: dict, which: str, model) -> None:
-    """Refuse sites outside the data plate: their log-density is not per example.
-
-    Summed into ``log w`` it would be broadcast to every example (counted ``batch`` times),
-    so neither per-example weights, nor the IWAE bound, nor the importance-sampled
-    log-likelihood are defined for such a model.
-    """
-    for site in scored_sites(sites):
-        if not any(frame.name == "data" for frame in site["cond_indep_stack"]):
-            raise GlobalSiteError(
-                f"{type(model).__name__}.{which} has the sample site {site['name']!r} outside the "
-                f"'data' plate (a global latent): per-example importance weights, the IWAE "
-                f"objective and the importance-sampled log-likelihood are not defined for it; "
-                f"train it with objective 'elbo' or 'meanfield' (Pyro's Trace_ELBO)")
-
-
-def _sum_log_probs(sites: dict):
-    """Sum of the sites' scaled log-densities (broadcast), or None where there is no site."""
-    total = None
-    for site in scored_sites(sites):
-        term = scaled_log_prob(site)
-        total = term if total is None else total + term
-    return total
 
 
 def _unpack(data, y):
@@ -189,45 +117,6 @@ def _prepare_inputs(model, x, y):
     return x, y
 
 
-def _per_example(model, x, y, num_samples, batch_size, sample_chunk, reduce, progress=False):
-    """Apply ``reduce`` to ``log w`` chunked over examples and over samples; ``(n,)``.
-
-    ``reduce`` is ``"mean"`` or ``"logmeanexp"`` over the K samples. Memory is bounded by
-    ``batch_size * sample_chunk`` weights (and the network activations for them). Inputs are
-    checked by the public callers, once; Pyro's per-distribution argument validation is off
-    here (it re-checks every chunk's tensors for nothing: measured in
-    ``benchmarks/loglik_throughput.py``).
-    """
-    out = []
-    starts = range(0, x.shape[0], batch_size)
-    # No param-store registration either: scoring needs the module's parameters, not Pyro's
-    # global store (and registering them at every chunk costs time and leaves entries behind).
-    unregistered = getattr(model, "optimized_by_torch", None)
-    with pyro.validation_enabled(False), (unregistered() if unregistered else nullcontext()):
-        for start in tqdm(starts, desc=f"log p(x), K={num_samples}", disable=not progress, leave=False):
-            xb = x[start:start + batch_size]
-            yb = None if y is None else y[start:start + batch_size]
-            pieces = []
-            done = 0
-            while done < num_samples:
-                k = min(sample_chunk, num_samples - done)
-                # The previous chunk's sites (its decoder output above all) are released only
-                # once this chunk has allocated its own: freed first, glibc would return those
-                # pages to the system and fault them back in on the next chunk.
-                log_w, sites = _log_weights_and_sites(model, xb, yb, k)  # (k, b)
-                pieces.append(log_w.sum(0) if reduce == "mean" else torch.logsumexp(log_w, 0))
-                done += k
-            stacked = torch.stack(pieces)  # (chunks, b)
-            if reduce == "mean":
-                out.append(stacked.sum(0) / num_samples)
-            else:
-                out.append(torch.logsumexp(stacked, 0) - math.log(num_samples))
-            del log_w, sites
-            if x.device.type == "cpu":  # the tensors of a GPU evaluation are not on the C heap
-                release_free_heap()
-    return torch.cat(out)
-
-
 @torch.no_grad()
 def elbo(model, x, y=None, *, num_samples: int = 1, batch_size: int = 1000,
          sample_chunk: int = 100) -> Estimate:
@@ -257,7 +146,7 @@ def elbo(model, x, y=None, *, num_samples: int = 1, batch_size: int = 1000,
 def _elbo(model, x, y, num_samples, batch_size, sample_chunk) -> Estimate:
     if getattr(model, "sums_out_labels", False):
         return _label_summed(model, x, num_samples, batch_size, sample_chunk, "mean", False)
-    per = _per_example(model, x, y, num_samples, batch_size, sample_chunk, "mean")
+    per = reduce_log_weights(model, x, y, num_samples, batch_size, sample_chunk, "mean")
     return Estimate(per, num_samples)
 
 
@@ -278,7 +167,7 @@ def _label_summed(model, x, num_samples, batch_size, sample_chunk, reduce, progr
         per_class = []
         for c in range(model.num_classes):
             labels = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
-            per_class.append(_per_example(model, x, labels, num_samples, batch_size, sample_chunk,
+            per_class.append(reduce_log_weights(model, x, labels, num_samples, batch_size, sample_chunk,
                                           reduce, progress))
         scores = torch.stack(per_class, -1)  # (n, C)
         if reduce != "mean":
@@ -336,7 +225,7 @@ def _log_likelihood(model, x, y, num_samples, batch_size, sample_chunk, progress
         num_samples = 1
     if getattr(model, "sums_out_labels", False):
         return _label_summed(model, x, num_samples, batch_size, sample_chunk, "logmeanexp", progress)
-    per = _per_example(model, x, y, num_samples, batch_size, sample_chunk, "logmeanexp", progress)
+    per = reduce_log_weights(model, x, y, num_samples, batch_size, sample_chunk, "logmeanexp", progress)
     return Estimate(per, num_samples)
 
 

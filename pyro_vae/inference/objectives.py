@@ -55,7 +55,7 @@ from pyro.poutine.util import site_is_subsample
 
 from ..errors import check_choice, check_non_negative_int, check_positive_int
 from ..registry import Registry
-from .evaluate import GlobalSiteError, _log_weights_and_sites
+from .importance import GlobalSiteError, _log_weights_and_sites
 
 
 def check_kl_weighting(beta, kl_warmup) -> tuple[float, int]:
