@@ -249,14 +249,14 @@ def test_diverging_ppca_exits_1(tmp_path, capsys):
 
 def _poison_held_out(monkeypatch, at_call: int, value: float) -> list:
     """Make the per-epoch held-out ELBO return ``value`` at its ``at_call``-th call."""
-    real, calls = train_module._held_out_elbo, []
+    real, calls = train_module.held_out_elbo, []
 
     def held_out(*args, **kwargs):
         calls.append(1)
         score = real(*args, **kwargs)
         return value if len(calls) == at_call else score
 
-    monkeypatch.setattr(train_module, "_held_out_elbo", held_out)
+    monkeypatch.setattr(train_module, "held_out_elbo", held_out)
     return calls
 
 

@@ -111,7 +111,7 @@ def test_resume_of_an_early_stopped_bound_run_names_the_bound(tmp_path, monkeypa
     """A select_on='bound' run stops on its val_bound; resuming it once complete is refused
     with a line that must name that score, not 'no better validation ELBO'."""
     scripted = iter([-50.0, -60.0, -70.0])
-    monkeypatch.setattr(train_module, "_held_out_bound", lambda *a, **k: next(scripted))
+    monkeypatch.setattr(train_module, "held_out_bound", lambda *a, **k: next(scripted))
     run = tmp_path / "run"
     metrics = train_run(_config(5, patience=1), run)
     assert metrics["stopped_early"] and metrics["best_epoch"] == 1

@@ -35,12 +35,12 @@ def _config(**kw):
 def test_the_validation_bound_is_the_k_sample_log_likelihood_estimate(digits):
     model = _vae(digits)
     pyro.set_rng_seed(3)
-    bound = train_module._held_out_bound(model, digits.x_val, None, 5, world=1)
+    bound = train_module.held_out_bound(model, digits.x_val, None, 5, world=1)
     pyro.set_rng_seed(3)
     expected = log_likelihood(model, digits.x_val, num_samples=5, batch_size=1000, sample_chunk=5)
     assert bound == pytest.approx(expected.per_example.mean().item(), rel=1e-12)
     # K = 5 tightens the single-sample ELBO on average over 288 images.
-    elbo = train_module._held_out_elbo(model, digits.x_val, None, world=1)
+    elbo = train_module.held_out_elbo(model, digits.x_val, None, world=1)
     assert bound > elbo
 
 
@@ -52,7 +52,7 @@ def test_selection_and_early_stopping_follow_val_bound_not_the_elbo(digits, monk
         calls.append(num_samples)
         return next(scripted)
 
-    monkeypatch.setattr(train_module, "_held_out_bound", fake_bound)
+    monkeypatch.setattr(train_module, "held_out_bound", fake_bound)
     model = _vae(digits)
     result = fit(model, digits, _config(epochs=6, patience=2, select_on="bound"))
     assert calls == [5, 5, 5, 5]  # K = particles, once per evaluation, none after the stop
@@ -62,7 +62,7 @@ def test_selection_and_early_stopping_follow_val_bound_not_the_elbo(digits, monk
 
 
 def test_select_on_elbo_or_an_elbo_objective_computes_no_bound(digits, monkeypatch):
-    monkeypatch.setattr(train_module, "_held_out_bound", lambda *a, **k: pytest.fail("bound computed"))
+    monkeypatch.setattr(train_module, "held_out_bound", lambda *a, **k: pytest.fail("bound computed"))
     for config in (_config(), _config(objective="elbo", particles=1, select_on="bound")):
         result = fit(_vae(digits), digits, config)
         assert all("val_bound" not in h for h in result.history)
@@ -73,14 +73,14 @@ def test_select_on_elbo_or_an_elbo_objective_computes_no_bound(digits, monkeypat
 
 
 def test_a_non_finite_bound_is_divergence(digits, monkeypatch):
-    monkeypatch.setattr(train_module, "_held_out_bound", lambda *a, **k: float("nan"))
+    monkeypatch.setattr(train_module, "held_out_bound", lambda *a, **k: float("nan"))
     with pytest.raises(train_module.NonFiniteLossError, match="non-finite val bound"):
         fit(_vae(digits), digits, _config(epochs=1, select_on="bound"))
 
 
 def test_the_plateau_schedule_watches_the_selection_score(digits, monkeypatch):
     scripted = iter([-50.0, -60.0, -70.0])  # the bound only gets worse
-    monkeypatch.setattr(train_module, "_held_out_bound", lambda *a, **k: next(scripted))
+    monkeypatch.setattr(train_module, "held_out_bound", lambda *a, **k: next(scripted))
     result = fit(_vae(digits), digits, _config(epochs=3, select_on="bound", lr_schedule="plateau",
                                                 lr_patience=0, lr_gamma=0.5))
     assert [h["lr"] for h in result.history] == pytest.approx([1e-3, 1e-3, 5e-4])

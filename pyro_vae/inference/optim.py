@@ -10,6 +10,9 @@ constant within an epoch):
   state (best score, epochs without improvement, current rate), which goes into the
   checkpoint through :meth:`LRSchedule.state_dict`.
 
+The loop's gradient norm and clipping (:func:`total_grad_norm`, :func:`clip_gradients`) stay
+on the device: no host synchronization inside a step.
+
 Example
 -------
 >>> schedule = build_schedule("cosine", lr=1e-3, epochs=10)
@@ -193,3 +196,24 @@ def build_schedule(name: str, lr: float, *, epochs: int = 1, lr_min: float | Non
     if name == "plateau":
         return PlateauLR(lr, 5 if patience is None else patience, gamma, lr_min)
     return LRSchedule(lr)
+
+
+def total_grad_norm(grads: list, like: torch.Tensor) -> torch.Tensor:
+    """The global L2 norm of ``grads`` as a device tensor (no host sync); 0 without gradients."""
+    if not grads:
+        return torch.zeros((), device=like.device, dtype=like.dtype)
+    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6: one foreach kernel
+        return torch.nn.utils.get_total_norm(grads)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+def clip_gradients(params: list, max_norm: float, norm: torch.Tensor) -> None:
+    """Scale the gradients of ``params`` in place by ``min(1, max_norm / (norm + 1e-6))``
+    (torch's ``clip_grad_norm_``, given the norm already computed; no host sync)."""
+    if hasattr(torch.nn.utils, "clip_grads_with_norm_"):  # torch >= 2.6
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+        return
+    coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    for p in params:
+        if p.grad is not None:
+            p.grad.mul_(coef.to(p.grad.dtype))

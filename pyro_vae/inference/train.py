@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import pyro
 import torch
@@ -33,9 +33,7 @@ from tqdm.auto import tqdm
 
 from ..data import Dataset
 from ..data.streaming import check_batch_range, check_finite_batches, loader_batches, loader_length, training_data
-from ..errors import (
-    check_instance,
-)
+from ..errors import check_instance
 from ..models.base import labels_for
 from . import distributed
 from .config import (  # noqa: F401  (re-exported: the loop's public names stay importable here)
@@ -48,55 +46,18 @@ from .config import (  # noqa: F401  (re-exported: the loop's public names stay 
     stored_device,
     training_curve_key,
 )
-from .evaluate import _elbo, _log_likelihood
+from .held_out import evaluation_rng, held_out_bound, held_out_elbo
 from .objectives import build_objective
-from .optim import LR_SCHEDULES, OPTIMIZERS, LRSchedule, build_optimizer, build_schedule  # noqa: F401
+from .optim import (  # noqa: F401
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    LRSchedule,
+    build_optimizer,
+    build_schedule,
+    clip_gradients,
+    total_grad_norm,
+)
 from .state import Callback, FitResult, NonFiniteLossError, StepInfo, TrainState, _checkpoint_note  # noqa: F401
-
-
-@torch.no_grad()
-def _held_out_elbo(model, x, y, world: int) -> float:
-    """The single-sample ELBO of ``x`` (validation or test) with
-    :func:`~pyro_vae.inference.evaluate.elbo`'s defaults, without its input checks: fit
-    validated and placed the data once. Under torchrun each rank scores its shard."""
-    def per_example(xs, ys):
-        return _elbo(model, xs, ys, num_samples=1, batch_size=1000, sample_chunk=100).per_example
-
-    return _held_out_mean(per_example, x, y, world)
-
-
-@torch.no_grad()
-def _held_out_bound(model, x, y, num_samples: int, world: int) -> float:
-    """The importance-weighted bound of ``num_samples`` samples (one draw per example) of
-    ``x``, as :func:`~pyro_vae.inference.evaluate.log_likelihood` estimates it, without its
-    input checks. Under torchrun each rank scores its shard."""
-    chunk = min(num_samples, 100)
-    batch = max(1, min(1000, 20_000 // chunk))  # at most 20,000 codes at a time, whatever K
-
-    def per_example(xs, ys):
-        return _log_likelihood(model, xs, ys, num_samples, batch, chunk, False).per_example
-
-    return _held_out_mean(per_example, x, y, world)
-
-
-def _held_out_mean(per_example, x, y, world: int) -> float:
-    """The mean of ``per_example(x, y)``; under torchrun over every rank's shard."""
-    if world > 1:
-        return distributed.sharded_mean(per_example, x, y)
-    return per_example(x, y).mean().item()
-
-
-@contextmanager
-def _evaluation_rng(seed: int, epoch: int, device: torch.device):
-    """A block whose random draws come from a stream of their own, a function of (seed, epoch).
-
-    Evaluation during training must not consume the training stream: otherwise evaluating
-    at one more epoch (a resumed run with another ``eval_every`` schedule, say) would change
-    every later batch and draw. The training stream is restored on exit.
-    """
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed((seed * 1_000_003 + epoch) % 2**63)
-        yield
 
 
 def validate_training_data(model, data) -> None:
@@ -295,27 +256,6 @@ def _is_terminal(stream) -> bool:
         return False
 
 
-def _grad_norm(grads: list, like: torch.Tensor) -> torch.Tensor:
-    """The global L2 norm of ``grads`` as a device tensor (no host sync); 0 without gradients."""
-    if not grads:
-        return torch.zeros((), device=like.device, dtype=like.dtype)
-    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6: one foreach kernel
-        return torch.nn.utils.get_total_norm(grads)
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-
-
-def _clip(params: list, max_norm: float, norm: torch.Tensor) -> None:
-    """Scale the gradients of ``params`` in place by ``min(1, max_norm / (norm + 1e-6))``
-    (torch's ``clip_grad_norm_``, given the norm already computed; no host sync)."""
-    if hasattr(torch.nn.utils, "clip_grads_with_norm_"):  # torch >= 2.6
-        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
-        return
-    coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-    for p in params:
-        if p.grad is not None:
-            p.grad.mul_(coef.to(p.grad.dtype))
-
-
 def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held, keys, bound_samples,
                  selecting, world, device, kl_weighted, show_progress, progress_lines, step_callbacks) -> None:
     """One epoch: the steps, the once-per-epoch host read and checks, evaluation, the record.
@@ -376,9 +316,9 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
                     f"it is in the warning above). {_checkpoint_note(state)}"
                 ) from err
             grads = [p.grad for p in params if p.grad is not None]
-            norm = _grad_norm(grads, loss)  # () on the device, before clipping
+            norm = total_grad_norm(grads, loss)  # () on the device, before clipping
             if config.clip_grad is not None:
-                _clip(params, config.clip_grad, norm)
+                clip_gradients(params, config.clip_grad, norm)
             optimizer.step()
             step_losses.append(loss.detach())
             step_norms.append(norm)
@@ -425,11 +365,11 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
     if held is not None and config.eval_every and (epoch % config.eval_every == 0 or epoch == config.epochs):
         model.eval()
         x_held, y_held = held
-        with _evaluation_rng(config.seed, epoch, device):
+        with evaluation_rng(config.seed, epoch, device):
             labels = labels_for(model, y_held)
-            record[held_key] = _held_out_elbo(model, x_held, labels, world)
+            record[held_key] = held_out_elbo(model, x_held, labels, world)
             if select_key != held_key:
-                record[select_key] = _held_out_bound(model, x_held, labels, bound_samples, world)
+                record[select_key] = held_out_bound(model, x_held, labels, bound_samples, world)
         for key in dict.fromkeys((held_key, select_key)):
             if not math.isfinite(record[key]):
                 raise NonFiniteLossError(
