@@ -9,13 +9,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pyro_vae import DataConfig, load_dataset  # noqa: E402
-from pyro_vae.data import Dataset  # noqa: E402
+from pyro_vae.data import DataSplits  # noqa: E402
 
 #: Where the Debian package dataset-fashion-mnist puts the IDX files.
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
-def fashion_or_synthetic(train_subset: int, test_size: int) -> tuple[Dataset, bool]:
+def fashion_or_synthetic(train_subset: int, test_size: int) -> tuple[DataSplits, bool]:
     """Fashion-MNIST (the first ``train_subset`` shuffled training images, the official test
     set) when installed, else a synthetic stand-in of the same shape with ``test_size``
     statically binarized test images. Returns ``(data, is_fashion_mnist)``."""
@@ -27,7 +27,7 @@ def fashion_or_synthetic(train_subset: int, test_size: int) -> tuple[Dataset, bo
             print(f"fashion-mnist unavailable ({err}); using a synthetic stand-in")
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(train_subset + test_size, 784, generator=gen) ** 3  # sparse-ish grey levels
-    data = Dataset("synthetic", (1, 28, 28), x[:train_subset], None, x[:0], None,
+    data = DataSplits("synthetic", (1, 28, 28), x[:train_subset], None, x[:0], None,
                    torch.bernoulli(x[train_subset:], generator=gen), None, None, "dynamic")
     return data, False
 

@@ -166,7 +166,7 @@ from common import fashion_or_synthetic, proc_status_mb, sync  # benchmarks/comm
 from torch.nn import functional as F
 
 from pyro_vae import VAE, TrainConfig, VAEConfig, fit
-from pyro_vae.data import Dataset
+from pyro_vae.data import DataSplits
 from pyro_vae.inference.evaluate import log_importance_weights, log_likelihood
 from pyro_vae.models.priors import StandardNormalPrior
 
@@ -327,7 +327,7 @@ def run_part(args, part: str, tag: str, examples: int) -> dict:
 # --------------------------------------------------------------------------- set-up
 
 
-def load_data(train_subset: int) -> tuple[Dataset, str]:
+def load_data(train_subset: int) -> tuple[DataSplits, str]:
     data, real = fashion_or_synthetic(train_subset, 10000)
     return data, ("fashion-mnist test set (static binarization, split_seed 0)" if real
                   else "synthetic stand-in (Fashion-MNIST not installed)")

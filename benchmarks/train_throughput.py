@@ -72,12 +72,12 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from pyro_vae import VAE, TrainConfig, VAEConfig, fit
-from pyro_vae.data import Dataset, iterate_batches
+from pyro_vae.data import DataSplits, iterate_batches
 from pyro_vae.inference.evaluate import elbo
 from pyro_vae.inference.train import build_optimizer
 
 
-def load_data(subset: int) -> tuple[Dataset, str]:
+def load_data(subset: int) -> tuple[DataSplits, str]:
     data, real = fashion_or_synthetic(subset, 2000)
     return data, "fashion-mnist" if real else "synthetic (Fashion-MNIST not installed)"
 
@@ -98,7 +98,7 @@ def _plain_step(vae: VAE, optimizer, x: torch.Tensor) -> None:
     optimizer.step()
 
 
-def plain_torch_epoch(vae: VAE, optimizer, data: Dataset, batch_size: int) -> None:
+def plain_torch_epoch(vae: VAE, optimizer, data: DataSplits, batch_size: int) -> None:
     for x, _ in iterate_batches(data.x_train, None, batch_size, binarize=True):
         _plain_step(vae, optimizer, x)
 
@@ -109,7 +109,7 @@ def plain_torch_loader_epoch(vae: VAE, optimizer, loader: DataLoader, device: to
         _plain_step(vae, optimizer, x.reshape(x.shape[0], -1).to(device, non_blocking=True))
 
 
-def idiomatic_pyro_epoch(svi: SVI, data: Dataset, batch_size: int) -> None:
+def idiomatic_pyro_epoch(svi: SVI, data: DataSplits, batch_size: int) -> None:
     for x, _ in iterate_batches(data.x_train, None, batch_size, binarize=True):
         svi.step(x)
 

@@ -11,7 +11,8 @@ Example
 
 __version__ = "0.1.0"
 
-from .data import DataConfig, Dataset, DataSpec, load_dataset  # noqa: E402
+from .data import DataConfig, DataSpec, DataSplits, load_dataset  # noqa: E402
+from .data.dataset import deprecated_alias as _deprecated_alias  # noqa: E402
 from .exports import encode_run, sample_run  # noqa: E402
 from .inference import (  # noqa: E402
     Callback,
@@ -42,8 +43,12 @@ from .runs import RunConfig, evaluate_run, load_run, resume_run, train_run  # no
 
 __all__ = [
     "CVAE", "HVAE", "HVAEConfig", "Mixture", "MixtureConfig", "PPCA", "PPCAConfig",
-    "Callback", "DataConfig", "DataSpec", "Dataset", "FitResult", "GenerativeModel", "MODELS", "RunConfig",
+    "Callback", "DataConfig", "DataSpec", "DataSplits", "FitResult", "GenerativeModel", "MODELS", "RunConfig",
     "TrainConfig", "VAE", "VAEConfig", "__version__", "elbo", "encode_run", "evaluate", "evaluate_run", "fit",
     "load_dataset", "load_model", "load_plugin", "load_run", "log_importance_weights", "log_likelihood",
     "register", "resume_run", "sample_run", "train_run",
 ]
+
+
+def __getattr__(name: str):  # the old name Dataset of DataSplits, with a DeprecationWarning
+    return _deprecated_alias(__name__, name)

@@ -24,7 +24,7 @@ import pyro
 import torch
 
 from . import __version__
-from .data import DataConfig, Dataset
+from .data import DataConfig, DataSplits
 from .errors import allocation_message, check_choice, check_instance, check_positive_int, is_allocation_error
 from .inference.config import DTYPES, TrainConfig
 from .inference.evaluate import MAX_SAMPLES
@@ -133,7 +133,7 @@ def default_binarize(model: str, model_config: dict) -> str:
     return "dynamic" if getattr(LIKELIHOODS.get(likelihood), "discrete", True) else "none"
 
 
-def build_model(config: RunConfig, data: Dataset, *, init: bool = True):
+def build_model(config: RunConfig, data: DataSplits, *, init: bool = True):
     """Build the model of ``config`` for ``data``, seeded by ``train.seed``.
 
     ``init``: run its data-dependent initialization (PPCA's SVD, the mixture's k-means++

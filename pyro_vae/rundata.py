@@ -30,7 +30,7 @@ import re
 
 import torch
 
-from .data import Dataset, DataSpec
+from .data import DataSpec, DataSplits
 from .inference.fingerprints import hash_values
 
 #: Format version of :func:`data_fingerprint` (part of what is hashed).
@@ -38,7 +38,7 @@ _FINGERPRINT_TAG = b"pyro-vae data v1;"
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 
 
-def data_fingerprint(data: Dataset) -> str:
+def data_fingerprint(data: DataSplits) -> str:
     """SHA-256 (hex) of a data set as loaded: its spec and every split's images and labels.
 
     Covers the shapes and classes (:class:`~pyro_vae.data.DataSpec`) and, for the ``train``,
@@ -70,7 +70,7 @@ def data_fingerprint(data: Dataset) -> str:
     return digest.hexdigest()
 
 
-def data_record(data: Dataset, fingerprint: str | None = None) -> dict:
+def data_record(data: DataSplits, fingerprint: str | None = None) -> dict:
     """What config.json records of ``data``: ``{"data_spec": {...}, "data_fingerprint": hex}``.
 
     ``fingerprint``: one already checked against ``data`` (:func:`check_data`), not computed again.
@@ -78,7 +78,7 @@ def data_record(data: Dataset, fingerprint: str | None = None) -> dict:
     return {"data_spec": data.spec.to_dict(), "data_fingerprint": fingerprint or data_fingerprint(data)}
 
 
-def check_data(data: Dataset, recorded: str | None, run_dir) -> Dataset:
+def check_data(data: DataSplits, recorded: str | None, run_dir) -> DataSplits:
     """``data`` if its fingerprint is ``recorded`` (or nothing was recorded), else ``ValueError``.
 
     The message is one line naming the run, the data set and both fingerprints.

@@ -24,7 +24,7 @@ import torch
 
 from . import __version__
 from .checkpoint import load_checkpoint, validate_train_state
-from .data import Dataset, DataSpec, load_dataset
+from .data import DataSpec, DataSplits, load_dataset
 from .inference.config import resolve_device, stored_device
 from .jsonio import Finite, NotRequired, Optional, check_schema
 from .registry import load_recorded_plugins
@@ -37,7 +37,7 @@ _SELECTION_SCHEMA = Optional({"best_epoch": Optional(int), "best_score": Optiona
                               "evaluations_since_best": int, "stopped_early": bool,
                               "extra": NotRequired(dict)})
 
-def _load_run_data(run_dir: Path, config: RunConfig, record: dict) -> Dataset:
+def _load_run_data(run_dir: Path, config: RunConfig, record: dict) -> DataSplits:
     """The run's data set (CPU, as loaded), checked against its recorded fingerprint and spec."""
     data = check_data(load_dataset(config.data), record.get("data_fingerprint"), run_dir)
     spec = record.get("data_spec")
@@ -154,7 +154,7 @@ class LoadedRun:
 
     config: RunConfig
     model: torch.nn.Module
-    data: Dataset | None
+    data: DataSplits | None
     directory: Path
     spec: DataSpec
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from pyro_vae import TrainConfig, fit, load_model
 from pyro_vae.cli import main
-from pyro_vae.data import Dataset
+from pyro_vae.data import DataSplits
 from pyro_vae.models import CVAE, HVAE, M2, VAE, HVAEConfig, M2Config, VAEConfig
 from pyro_vae.models.hvae import _JointEncoder
 from pyro_vae.models.m2 import _LabelledNet
@@ -118,7 +118,7 @@ def _data(n=24):
     g = torch.Generator().manual_seed(0)
     x = torch.bernoulli(torch.full((n, 64), 0.3, dtype=torch.float64), generator=g)
     y = torch.arange(n) % 3
-    return Dataset(name="toy", image_shape=SHAPE, x_train=x, y_train=y, x_val=x[:6], y_val=y[:6],
+    return DataSplits(name="toy", image_shape=SHAPE, x_train=x, y_train=y, x_val=x[:6], y_val=y[:6],
                    x_test=x[6:12], y_test=y[6:12], num_classes=3, binarize="none")
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from pyro_vae.data import Dataset
+from pyro_vae.data import DataSplits
 from pyro_vae.inference import TrainConfig, evaluate, fit, log_importance_weights
 from pyro_vae.inference.importance import _log_weights_and_sites
 from pyro_vae.inference.objectives import OBJECTIVES, build_objective
@@ -146,7 +146,7 @@ def test_conv_vae_on_three_channel_images():
     pyro.set_rng_seed(1)
     x = torch.bernoulli(torch.rand(40, 3 * 12 * 12))  # 3-channel 12 x 12 binary images
 
-    data = Dataset(name="rgb", image_shape=(3, 12, 12), x_train=x, y_train=None, x_val=x[:0], y_val=None,
+    data = DataSplits(name="rgb", image_shape=(3, 12, 12), x_train=x, y_train=None, x_val=x[:0], y_val=None,
                    x_test=x[:8], y_test=None, num_classes=None, binarize="none")
     vae = conv_vae((3, 12, 12))
     result = fit(vae, data, TrainConfig(epochs=2, batch_size=20, progress=False, eval_every=0))

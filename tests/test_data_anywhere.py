@@ -116,7 +116,7 @@ def test_a_torch_dataset_is_streamed_and_learns(binary_digits):
     (lambda x, y: DataLoader(TensorDataset(x[:0]), batch_size=8), "yielded no batch in epoch 1"),
     (lambda x, y: x[:0], "holds no examples"),
     (lambda x, y: (x, y[:3]), "labels must have shape \\(160,\\)"),
-    (lambda x, y: x.numpy(), "data must be a pyro_vae.data.Dataset .* got ndarray"),
+    (lambda x, y: x.numpy(), "data must be a pyro_vae.data.DataSplits .* got ndarray"),
 ])
 def test_bad_training_data_is_one_line(binary_digits, data, match):
     x, y = binary_digits
@@ -286,3 +286,17 @@ def test_ambiguous_or_channel_less_arrays_are_refused(shape, match, tmp_path):
     np.savez(tmp_path / "a.npz", x=np.zeros(shape, np.uint8))
     with pytest.raises(ValueError, match=match):
         load_dataset(DataConfig(f"npz:{tmp_path / 'a.npz'}", binarize="none"))
+
+
+def test_the_old_name_dataset_still_works_and_warns():
+    """pyro-vae's data class was called Dataset, like torch's; the old name is an alias that warns."""
+    import pyro_vae  # noqa: PLC0415
+    import pyro_vae.data  # noqa: PLC0415
+    import pyro_vae.data.dataset  # noqa: PLC0415
+
+    for module in (pyro_vae, pyro_vae.data, pyro_vae.data.dataset):
+        with pytest.warns(DeprecationWarning, match="now called DataSplits"):
+            assert module.Dataset is pyro_vae.DataSplits
+        with pytest.raises(AttributeError, match="has no attribute 'Datasets'"):
+            module.Datasets  # noqa: B018
+    assert "Dataset" not in pyro_vae.__all__ and "DataSplits" in pyro_vae.data.__all__

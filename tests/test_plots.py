@@ -317,7 +317,7 @@ def test_image_grid_puts_rows_along_the_height():
 
 
 class _FakeData:
-    """The parts of a Dataset the figures read, for images of any shape."""
+    """The parts of a DataSplits the figures read, for images of any shape."""
 
     def __init__(self, image_shape, n=12, num_classes=3):
         c, h, w = image_shape

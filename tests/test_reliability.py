@@ -766,9 +766,9 @@ def test_api_misuse_is_named(digits_data):
         load_dataset("digits")
     with pytest.raises(TypeError, match=r"^model must be a Module, got NoneType"):
         fit(None, data, QUIET)
-    with pytest.raises(TypeError, match=r"^data must be a pyro_vae\.data\.Dataset .*; got NoneType$"):
+    with pytest.raises(TypeError, match=r"^data must be a pyro_vae\.data\.DataSplits .*; got NoneType$"):
         fit(vae, None, QUIET)
-    with pytest.raises(TypeError, match=r"^data must be a pyro_vae\.data\.Dataset .*; got str$"):
+    with pytest.raises(TypeError, match=r"^data must be a pyro_vae\.data\.DataSplits .*; got str$"):
         fit(vae, "digits", QUIET)
     with pytest.raises(TypeError, match=r"^x must be a torch\.Tensor"):
         evaluate(vae, None)

@@ -17,7 +17,7 @@ from ..errors import check_bool, check_choice, check_fraction, check_int_tuple, 
 from ..registry import Registry
 
 if TYPE_CHECKING:
-    from .dataset import Dataset
+    from .dataset import DataSplits
 
 #: Registered sources: name -> loader(config) -> RawData. Filled where each source is
 #: defined (:mod:`pyro_vae.data.dataset`, :mod:`~pyro_vae.data.idx`, :mod:`~pyro_vae.data.matlab`).
@@ -167,7 +167,7 @@ class DataSpec:
             check_positive_int("num_classes", self.num_classes)
 
     @classmethod
-    def from_dataset(cls, data: Dataset) -> DataSpec:
+    def from_dataset(cls, data: DataSplits) -> DataSpec:
         return cls(data_dim=data.data_dim, image_shape=tuple(data.image_shape), num_classes=data.num_classes)
 
     def to_dict(self) -> dict:

@@ -1,6 +1,6 @@
 """Data sets held as tensors, split once with a fixed seed, batched on the training device.
 
-A :class:`Dataset` keeps every split as one float tensor of shape ``(n, D)`` with pixels in
+A :class:`DataSplits` keeps every split as one float tensor of shape ``(n, D)`` with pixels in
 [0, 1] (``D = C * H * W``) and, where the source has them, integer labels of shape ``(n,)``.
 Batches are slices of those tensors on the training device: no per-item ``DataLoader`` work.
 
@@ -29,6 +29,7 @@ Example
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -40,11 +41,12 @@ from .config import DATASETS, PATH_SOURCES, DataConfig, DataSpec, RawData
 
 
 @dataclass
-class Dataset:
+class DataSplits:
     """Train/validation/test tensors of one data set, ready for batching.
 
     ``x_*`` have shape ``(n, D)``; ``y_*`` have shape ``(n,)`` or are ``None``.
-    The validation split is empty (``n = 0``) unless ``val_fraction > 0``.
+    The validation split is empty (``n = 0``) unless ``val_fraction > 0``. Formerly
+    ``Dataset``, a name torch's ``Dataset`` made ambiguous (the old name still works, and warns).
     """
 
     name: str
@@ -73,7 +75,7 @@ class Dataset:
         """Whether every batch this data set yields holds only 0s and 1s."""
         return self.binarize != "none"
 
-    def to(self, device=None, dtype=None) -> Dataset:
+    def to(self, device=None, dtype=None) -> DataSplits:
         """Return a copy with every ``x`` tensor moved/cast and every ``y`` tensor moved."""
 
         def move(t, cast):
@@ -137,10 +139,10 @@ def _source_for(name: str) -> Callable[[DataConfig], RawData]:
     return DATASETS.get(check_choice("dataset", name, list(DATASETS) + [f"{k}:PATH" for k in PATH_SOURCES]))
 
 
-def load_dataset(config: DataConfig | None = None) -> Dataset:
+def load_dataset(config: DataConfig | None = None) -> DataSplits:
     """Load, validate, split and (where asked) binarize a data set.
 
-    Returns CPU float32 tensors; :meth:`Dataset.to` moves them to the training device.
+    Returns CPU float32 tensors; :meth:`DataSplits.to` moves them to the training device.
     """
     config = DataConfig() if config is None else config
     if isinstance(config, str):
@@ -182,7 +184,7 @@ def load_dataset(config: DataConfig | None = None) -> Dataset:
         return torch.bernoulli(t, generator=split_generator(config.split_seed, split))
 
     binarize_eval = config.binarize != "none"
-    return Dataset(
+    return DataSplits(
         name=config.name,
         image_shape=tuple(raw.image_shape),
         x_train=to_tensor(x_train, "train", config.binarize == "static"),
@@ -284,3 +286,19 @@ def _validate_raw(raw: RawData, name: str) -> None:
         raise ValueError(
             f"dataset {name!r}: {raw.x.shape[1]} features do not match image shape {raw.image_shape}"
         )
+
+
+def __getattr__(name: str):
+    return deprecated_alias(__name__, name)
+
+
+def deprecated_alias(module: str, name: str):
+    """``DataSplits`` for the old name ``Dataset`` (with a DeprecationWarning); else AttributeError.
+
+    The modules that exported ``Dataset`` call it from their ``__getattr__`` (PEP 562).
+    """
+    if name == "Dataset":
+        warnings.warn("pyro_vae's Dataset is now called DataSplits (torch's Dataset made the old name "
+                      "ambiguous); the name Dataset will be removed", DeprecationWarning, stacklevel=3)
+        return DataSplits
+    raise AttributeError(f"module {module!r} has no attribute {name!r}")

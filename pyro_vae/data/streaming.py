@@ -1,12 +1,12 @@
 """Data from anywhere: tensors, torch datasets and DataLoaders, for training and evaluation.
 
 :func:`pyro_vae.inference.fit` and the functions of :mod:`pyro_vae.inference.evaluate`
-accept, besides a :class:`~pyro_vae.data.Dataset`:
+accept, besides a :class:`~pyro_vae.data.DataSplits`:
 
 - a tensor ``x`` of shape ``(n, D)``, ``(n, H, W)`` or ``(n, C, H, W)``, or a pair ``(x, y)``
   with integer labels ``y`` of shape ``(n,)``; a ``torch.utils.data.TensorDataset`` of
   ``(x,)`` or ``(x, y)``: held in memory and batched on the device as a
-  :class:`~pyro_vae.data.Dataset` is (:func:`in_memory`): no per-batch Python work;
+  :class:`~pyro_vae.data.DataSplits` is (:func:`in_memory`): no per-batch Python work;
 - any other ``torch.utils.data.Dataset`` whose items are ``x`` or ``(x, y)``: streamed
   through a ``DataLoader`` that :func:`as_loader` builds (``batch_size`` of the training
   configuration, shuffled, pinned memory when training on CUDA);
@@ -39,7 +39,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data import Dataset as TorchDataset
 
-from .dataset import Dataset
+from .dataset import DataSplits
 
 
 def tensor_pair(data) -> tuple[torch.Tensor, torch.Tensor | None] | None:
@@ -78,8 +78,8 @@ def _checked_labels(y, n: int, what: str) -> torch.Tensor | None:
     return y.long()
 
 
-def in_memory(data, *, name: str = "tensors") -> Dataset | None:
-    """A tensor, ``(x, y)`` pair or TensorDataset as a :class:`Dataset` (None for other data).
+def in_memory(data, *, name: str = "tensors") -> DataSplits | None:
+    """A tensor, ``(x, y)`` pair or TensorDataset as a :class:`DataSplits` (None for other data).
 
     Everything is the training split; validation and test splits are empty, binarization
     ``none`` (the pixels are used as given), ``num_classes`` is ``max(y) + 1``.
@@ -106,7 +106,7 @@ def in_memory(data, *, name: str = "tensors") -> Dataset | None:
     empty_x = flat[:0]
     empty_y = None if y is None else y[:0]
     num_classes = None if y is None or not bool((y >= 0).any()) else int(y.max()) + 1
-    return Dataset(name=name, image_shape=image_shape, x_train=flat, y_train=y, x_val=empty_x,
+    return DataSplits(name=name, image_shape=image_shape, x_train=flat, y_train=y, x_val=empty_x,
                    y_val=empty_y, x_test=empty_x, y_test=empty_y, num_classes=num_classes,
                    binarize="none", pixel_max=255)
 
@@ -197,9 +197,9 @@ def is_streamed(data) -> bool:
 
 
 def training_data(data, batch_size: int, device: torch.device):
-    """``(Dataset or None, DataLoader or None)``: what :func:`pyro_vae.inference.fit` was
+    """``(DataSplits or None, DataLoader or None)``: what :func:`pyro_vae.inference.fit` was
     given, in the form it trains on (``TypeError`` for anything it does not accept)."""
-    if isinstance(data, Dataset):
+    if isinstance(data, DataSplits):
         converted = data
     else:
         converted = in_memory(data)
@@ -210,7 +210,7 @@ def training_data(data, batch_size: int, device: torch.device):
         return converted, None
     loader = as_loader(data, batch_size, pin_memory=device.type == "cuda")
     if loader is None:
-        raise TypeError(f"data must be a pyro_vae.data.Dataset (load_dataset(DataConfig(...))), a tensor, "
+        raise TypeError(f"data must be a pyro_vae.data.DataSplits (load_dataset(DataConfig(...))), a tensor, "
                         f"an (x, y) pair of tensors, a torch Dataset or a DataLoader; got {type(data).__name__}")
     return None, loader
 
@@ -225,7 +225,7 @@ def loader_length(loader) -> int | None:
 
 def loader_batches(model, loader, device: torch.device, epoch: int, extremes: list):
     """The loader's batches on the model's device and dtype; the epoch's first batch is
-    validated as ``fit`` validates a Dataset (one host sync per epoch), every batch's shape
+    validated as ``fit`` validates a DataSplits (one host sync per epoch), every batch's shape
     and (on the CPU, before they move) labels. ``extremes`` gets each batch's smallest and
     largest pixel, a pair of device tensors (stacked only when read), read once the epoch ends
     (:func:`check_batch_range`) and when its loss is not finite (:func:`check_finite_batches`)."""

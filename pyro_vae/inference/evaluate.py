@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data import Dataset
+from ..data import DataSplits
 from ..data.streaming import batches, is_streamed, tensor_pair
 from ..errors import check_positive_int
 from ..models.base import _model_float
@@ -56,9 +56,9 @@ class Estimate:
 
 
 def _unpack(data, y):
-    """``(x, y)`` of an ``(x, y)`` pair, a TensorDataset or a :class:`~pyro_vae.data.Dataset`
+    """``(x, y)`` of an ``(x, y)`` pair, a TensorDataset or a :class:`~pyro_vae.data.DataSplits`
     (its test split); a tensor and streamed data (a torch Dataset, a DataLoader) as given."""
-    if isinstance(data, Dataset):
+    if isinstance(data, DataSplits):
         data = data.split("test")
     elif isinstance(data, torch.Tensor) or is_streamed(data):
         return data, y

@@ -31,7 +31,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ..data import Dataset
+from ..data import DataSplits
 from ..data.streaming import check_batch_range, check_finite_batches, loader_batches, loader_length, training_data
 from ..errors import check_instance
 from ..models.base import labels_for
@@ -102,12 +102,12 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     ----------
     model : GenerativeModel
         Any model/guide pair; it is moved to ``config.device`` and ``config.dtype``.
-    data : pyro_vae.data.Dataset, tensor, (x, y) tensors, torch Dataset or DataLoader
-        A :class:`~pyro_vae.data.Dataset`: training batches come from ``data.train_batches``
+    data : pyro_vae.data.DataSplits, tensor, (x, y) tensors, torch Dataset or DataLoader
+        A :class:`~pyro_vae.data.DataSplits`: training batches come from ``data.train_batches``
         (from this process's shard under torchrun), its validation split (else its test
         split) is evaluated every ``config.eval_every`` epochs. A tensor ``(n, D)`` or
         ``(n, C, H, W)``, an ``(x, y)`` pair or a ``TensorDataset`` trains on the device as
-        a Dataset does; a torch Dataset or a DataLoader is streamed, one batch moved to the
+        a DataSplits does; a torch Dataset or a DataLoader is streamed, one batch moved to the
         device at a time. Such data is all training data, used as given (no held-out
         evaluation, no binarization): see :mod:`pyro_vae.data.streaming`.
     config : TrainConfig
@@ -163,7 +163,7 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     world, main = distributed.world_size(), distributed.is_main_process()
     if loader is not None and world > 1:
         raise ValueError("streamed data (a torch Dataset or DataLoader) trains in one process; under "
-                         "torchrun pass a pyro_vae.data.Dataset or tensors, which are sharded per rank")
+                         "torchrun pass a pyro_vae.data.DataSplits or tensors, which are sharded per rank")
     model.to(device=device, dtype=DTYPES[config.dtype])
     if data is not None:
         data = data.to(device=device, dtype=DTYPES[config.dtype])
@@ -278,7 +278,7 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
     step_norms = []  # per-step gradient norms (before clipping), likewise
     n_seen = 0
     batch_extremes = []  # a DataLoader's per-batch (low, high) pixels, device tensors
-    if not isinstance(data, Dataset):  # a DataLoader: its batches, checked and moved one by one
+    if not isinstance(data, DataSplits):  # a DataLoader: its batches, checked and moved one by one
         batches, num_batches = loader_batches(model, data, device, epoch, batch_extremes), loader_length(data)
     elif world > 1:  # this process's shard; its RNG stream reseeded from (seed, epoch, rank)
         distributed.seed_epoch(config.seed, epoch)

@@ -120,7 +120,7 @@ def plot_kind(kind: str, model, data, path, *, spec=None, history=None, metrics=
     ----------
     kind : str
         A name in :data:`FIGURES` that applies to the model (:func:`applicable_kinds`).
-    data : Dataset or None
+    data : DataSplits or None
         The data the model was trained on (its test split is drawn); None for a run loaded
         without its data, when ``spec`` must say the shapes and kinds that need data refuse.
     path : str, Path or binary file object
