@@ -43,8 +43,8 @@ def test_helpers_move_inputs_to_the_models_dtype(name, arch):
     assert code.dtype == torch.float64
     assert model.reconstruct(x, y).dtype == torch.float64
     if defines(model, "posterior"):
-        loc = model.posterior(x, y)[0]
-        assert loc.dtype == torch.float64
+        q = model.posterior(x, y)
+        assert q.mean.dtype == torch.float64 and q.batch_shape == (4,)
     if defines(model, "decode"):
         assert model.decode(code.float(), y).dtype == torch.float64
     sample_labels = labels if (model.needs_labels or model.sums_out_labels) else None
@@ -59,7 +59,7 @@ def test_helpers_move_inputs_to_the_models_dtype(name, arch):
 def test_the_wrapped_helpers_keep_their_names_and_docs():
     from pyro_vae.models import HVAE, VAE
 
-    assert VAE.encode.__name__ == "encode" and "guide's" in (VAE.posterior.__doc__ or "")
+    assert VAE.encode.__name__ == "encode" and "The guide" in (VAE.posterior.__doc__ or "")
     assert getattr(HVAE.layer_posteriors, "moves_inputs", False)
     assert set(INPUT_METHODS) >= {"encode", "decode", "reconstruct", "posterior", "sample"}
 

@@ -216,9 +216,10 @@ def test_ppca_posterior_equals_gaussian_conditioning():
     C = W @ W.T + 0.49 * torch.eye(6, dtype=F64)  # Cov(x); Cov(z, x) = W^T
     loc_expected = (W.T @ torch.linalg.solve(C, (x - mu).T)).T
     cov_expected = torch.eye(2, dtype=F64) - W.T @ torch.linalg.solve(C, W)
-    loc, cov = m.posterior(x)
-    torch.testing.assert_close(loc, loc_expected)
-    torch.testing.assert_close(cov, cov_expected)
+    q = m.posterior(x)
+    assert q.batch_shape == (4,) and q.event_shape == (2,)
+    torch.testing.assert_close(q.mean, loc_expected)
+    torch.testing.assert_close(q.covariance_matrix, cov_expected.expand(4, 2, 2))
     torch.testing.assert_close(m.encode(x), loc_expected)
     torch.testing.assert_close(m.reconstruct(x), loc_expected @ W.T + mu)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..models.base import _model_float, labels_for
+from ..models.distributions import normal_marginals
 
 #: A latent dimension is active when the variance over x of its posterior mean exceeds this
 #: (Burda et al., 2015).
@@ -74,7 +75,7 @@ def latent_diagnostics(model, x, y=None, *, x_train=None, y_train=None,
       KL(q(z_l | x, z_{l+1}) || p(z_l | z_{l+1})) along the guide's mean path (nats; None where
       the top prior has no closed form).
 
-    Needs ``model.posterior(x, y) -> (loc, scale)`` for the first two and ``model.encode``
+    Needs ``model.posterior(x, y)`` (a distribution over codes) for the first two and ``model.encode``
     for the last; entries a model cannot give are left out.
     """
     placement = _model_float(model)
@@ -87,7 +88,7 @@ def latent_diagnostics(model, x, y=None, *, x_train=None, y_train=None,
     labels_in = labels_for(model, y)
     result: dict = {}
     if hasattr(model, "posterior") and getattr(model, "has_latents", True):
-        loc, scale = model.posterior(x, labels_in)  # (n, latent_dim) each
+        loc, scale = normal_marginals(model.posterior(x, labels_in))  # (n, latent_dim) each; scale may be None
         if scale is not None and bool((scale > 0).all()):
             kl = kl_to_standard_normal(loc, scale)
             result["kl_per_dim"] = kl.mean(0).tolist()

@@ -107,6 +107,11 @@ class GenerativeModel(nn.Module, ABC):
     - ``adds_training_terms``: True when the model adds terms to its objective in training
       mode only (M2's classification term), so its training curve is not an ELBO.
 
+    Optional helpers, each of a batch ``x`` ``(batch, D)``: ``encode`` (the mean code),
+    ``posterior`` (the distribution of the code, ``q(z | x)`` or an exact ``p(z | x)``: batch
+    shape ``(batch,)``, event shape ``(latent_dim,)``; read its per-coordinate Normal marginals
+    with :func:`pyro_vae.models.distributions.normal_marginals`), ``reconstruct``, ``decode``.
+
     The helpers named in :data:`INPUT_METHODS` take inputs on any device and dtype: a
     subclass's own definitions are wrapped when the subclass is created
     (``__init_subclass__``), so a float64 model encodes float32 images and a CUDA model

@@ -200,3 +200,33 @@ class BernoulliPixels(_LeanIndependent):
         # The cross-entropy kernel: the fastest forward and backward for training.
         log_p = -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
         return self._fit_batch(log_p)
+
+
+def normal_marginals(q) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each coordinate's marginal of a posterior ``q``: ``(loc, scale)``, ``(n, d)`` each.
+
+    ``q`` is what a model's ``posterior(x)`` returns: a distribution with batch shape ``(n,)``
+    and event shape ``(d,)``. Where its marginals are Normal (a diagonal Normal; a
+    multivariate Normal, read through its covariance's diagonal) the scale is theirs; a point
+    mass (``Delta``) has scale 0; for any other family (Student-t ...) the scale is None and
+    the loc is its mean. A ``(loc, scale)`` pair, what ``posterior`` returned before it
+    returned distributions, is passed through.
+
+    Example
+    -------
+    >>> import torch
+    >>> q = torch.distributions.MultivariateNormal(torch.zeros(4, 2), torch.diag(torch.tensor([4.0, 9.0])))
+    >>> normal_marginals(q)[1][0].tolist()
+    [2.0, 3.0]
+    """
+    if isinstance(q, tuple):
+        return q
+    base = q.base_dist if isinstance(q, torch.distributions.Independent) else q
+    shape = q.batch_shape + q.event_shape
+    if isinstance(base, torch.distributions.Normal):
+        return base.loc.expand(shape), base.scale.expand(shape)
+    if isinstance(base, torch.distributions.MultivariateNormal):
+        return base.loc.expand(shape), base.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt().expand(shape)
+    if isinstance(base, dist.Delta):
+        return base.v.expand(shape), torch.zeros(shape, dtype=base.v.dtype, device=base.v.device)
+    return q.mean, None

@@ -350,8 +350,9 @@ class HVAE(GenerativeModel):
 
     @torch.no_grad()
     def posterior(self, x, y=None):
-        """``(loc, scale)`` of ``q(z_L | x)``, each ``(batch, latent_dim)`` (the layer ``encode`` gives)."""
-        return self._encode_top(x)
+        """``q(z_L | x)``, the top layer's guide (the layer ``encode`` gives): a diagonal Normal,
+        batch shape ``(batch,)``, event shape ``(latent_dim,)``."""
+        return DiagonalNormal(*self._encode_top(x))
 
     @torch.no_grad()
     def decode(self, z, y=None):

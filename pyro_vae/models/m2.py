@@ -389,8 +389,9 @@ class M2(GenerativeModel):
 
     @torch.no_grad()
     def posterior(self, x, y=None):
-        """``(loc, scale)`` of q(z | x, predicted label); ``y`` is not read."""
-        return self._encode_predicted(x)
+        """q(z | x, predicted label), a diagonal Normal with batch shape ``(batch,)`` and event
+        shape ``(latent_dim,)``; ``y`` is not read."""
+        return DiagonalNormal(*self._encode_predicted(x))
 
     @torch.no_grad()
     def decode(self, z, y=None):

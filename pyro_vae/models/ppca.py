@@ -16,7 +16,9 @@ Example
 >>> ppca.init_from_data(x)  # the maximum-likelihood solution, from an SVD
 >>> svi = SVI(ppca.model, ppca.guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO())
 >>> loss = svi.step(x)  # = -sum_i log p(x_i), exactly
->>> loc, cov = ppca.posterior(x)  # (100, 2), (2, 2)
+>>> q = ppca.posterior(x)  # p(z | x): batch (100,), event (2,)
+>>> q.mean.shape, q.covariance_matrix.shape
+(torch.Size([100, 2]), torch.Size([100, 2, 2]))
 """
 
 from __future__ import annotations
@@ -140,8 +142,9 @@ class PPCA(GenerativeModel):
         return self.distribution().log_prob(x)
 
     @torch.no_grad()
-    def posterior(self, x: torch.Tensor, y=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The exact posterior ``p(z | x_i) = N(loc_i, cov)``: ``loc`` ``(n, d)``, ``cov`` ``(d, d)``.
+    def posterior(self, x: torch.Tensor, y=None) -> dist.MultivariateNormal:
+        """The exact posterior ``p(z | x_i) = N(loc_i, cov)``: a multivariate Normal with batch
+        shape ``(n,)`` and event shape ``(d,)``.
 
         With ``M = W^T W + sigma^2 I_d``: ``loc = M^{-1} W^T (x - mu)``, ``cov = sigma^2 M^{-1}``
         (the same for every example).
@@ -153,12 +156,12 @@ class PPCA(GenerativeModel):
         chol = torch.linalg.cholesky(m)
         loc = torch.cholesky_solve(w.T @ (x - self.mean).T, chol).T  # (n, d)
         cov = noise_var * torch.cholesky_inverse(chol)  # (d, d)
-        return loc, cov
+        return dist.MultivariateNormal(loc, covariance_matrix=cov)  # batch (n,), event (d,)
 
     @torch.no_grad()
     def encode(self, x, y=None):
         """The posterior mean ``E[z | x]``, ``(batch, d)``."""
-        return self.posterior(x)[0]
+        return self.posterior(x).mean
 
     @torch.no_grad()
     def reconstruct(self, x, y=None):

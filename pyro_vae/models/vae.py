@@ -259,12 +259,10 @@ class VAE(GenerativeModel):
 
     @torch.no_grad()
     def posterior(self, x, y=None):
-        """The guide's ``(loc, scale)``, each ``(batch, latent_dim)``; scale 0 for a point mass and
-        None for a family that is not a diagonal Normal (no closed-form KL diagnostics)."""
-        loc, scale = self._encode_params(x, y)
-        if not self.guide_family.has_density:
-            return loc, torch.zeros_like(scale)
-        return loc, (scale if self.guide_family.diagonal_normal else None)
+        """The guide ``q(z | x)`` (or ``q(z | x, y)``) of each example: the guide family's
+        distribution, batch shape ``(batch,)``, event shape ``(latent_dim,)`` (a diagonal
+        Normal, a point mass for the autoencoder, a Student-t ...)."""
+        return self.guide_family(*self._encode_params(x, y))
 
     @torch.no_grad()
     def decode(self, z, y=None):

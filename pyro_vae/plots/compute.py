@@ -22,6 +22,7 @@ import torch
 from ..errors import check_positive_int
 from ..inference.evaluate import ACTIVE_UNIT_THRESHOLD, kl_to_standard_normal
 from ..models.base import GenerativeModel, labels_for
+from ..models.distributions import normal_marginals
 
 #: A latent dimension is active when Cov_x(E_q[z_d | x]) exceeds this: the evaluation's own
 #: threshold (:data:`pyro_vae.inference.evaluate.ACTIVE_UNIT_THRESHOLD`), under the plots' name.
@@ -301,12 +302,9 @@ def class_grid(model, classes, n_cols: int = 8, *, like: torch.Tensor | None = N
 
 @torch.no_grad()
 def posterior_loc_scale(model, x, y=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(loc, scale)`` of q(z | x), each ``(n, d)``, whether ``posterior`` returns the pair or a
-    distribution (read through its ``mean`` and ``stddev``)."""
-    out = model.posterior(x, labels_for(model, y))
-    if isinstance(out, torch.distributions.Distribution):
-        return out.mean, out.stddev
-    return out
+    """``(loc, scale)`` of q(z | x)'s per-coordinate Normal marginals, each ``(n, d)`` (see
+    :func:`~pyro_vae.models.distributions.normal_marginals`)."""
+    return normal_marginals(model.posterior(x, labels_for(model, y)))
 
 
 @torch.no_grad()
