@@ -309,7 +309,7 @@ def test_cvae_refuses_data_without_labels(digits):
 
 def test_cvae_with_the_conditional_prior(digits):
     cvae = CVAE(64, VAEConfig(latent_dim=3, hidden_dims=(32,), prior="conditional"), num_classes=10)
-    assert cvae.needs_labels and cvae.prior.needs_label
+    assert cvae.needs_labels and cvae.prior.needs_labels
     result = fit(cvae, digits, TrainConfig(epochs=2, batch_size=64, lr=1e-2, progress=False, eval_every=1))
     assert math.isfinite(result.history[-1]["test_elbo"])
     y = torch.tensor([0, 1, 2, 3, 4, 5])

@@ -1,4 +1,5 @@
-"""``posterior(x)`` is a distribution for every model that has one (DESIGN's model contract).
+"""The model contract's names: ``posterior(x)`` is a distribution for every model that has one,
+and priors say ``needs_labels`` as models do (DESIGN's model contract).
 
 Its batch shape is ``(batch,)`` and its event shape ``(latent_dim,)``; its mean is ``encode(x)``;
 for the models with a guide it is the guide itself (its log-density of a code is the guide
@@ -79,3 +80,18 @@ def test_kl_per_dimension_reads_the_distribution():
     q = vae.posterior(x)
     expected = torch.distributions.kl_divergence(q.base_dist, torch.distributions.Normal(0.0, 1.0)).mean(0)
     torch.testing.assert_close(kl_per_dimension(vae, x)["kl"], expected)
+
+
+def test_a_prior_written_with_the_old_name_needs_label_still_reads_labels():
+    """Priors said ``needs_label`` where models say ``needs_labels``; one name now, the old one warns."""
+    from pyro_vae.models import VAE, VAEConfig  # noqa: PLC0415
+    from pyro_vae.models.priors import ConditionalNormalPrior, Prior  # noqa: PLC0415
+
+    with pytest.warns(DeprecationWarning, match="needs_label is now called needs_labels"):
+        class OldStyle(ConditionalNormalPrior):
+            needs_label = True
+
+    assert OldStyle.needs_labels and not Prior.needs_labels and ConditionalNormalPrior.needs_labels
+    vae = VAE(64, VAEConfig(latent_dim=2, hidden_dims=(8,)), num_classes=3)
+    vae.prior = OldStyle(2, num_classes=3)
+    assert vae.prior.needs_labels  # what the models and the figures read

@@ -279,9 +279,9 @@ class HVAE(GenerativeModel):
         x_net = (lambda width: conv_features(shape, channels, width)) if conv else None  # noqa: E731
         self.guide_nets = nn.ModuleList(
             _JointEncoder(data_dim, dims[i + 1], hidden, dims[i], x_net, act) for i in range(self.levels - 1))
-        self.needs_labels = self.needs_labels or self.prior.needs_label
+        self.needs_labels = self.needs_labels or self.prior.needs_labels
         # With a label-conditioned top prior p(z_L | y) the model scores log p(x | y).
-        self.conditional = self.conditional or self.prior.needs_label
+        self.conditional = self.conditional or self.prior.needs_labels
 
     def _encode_top(self, x, y=None):
         """``(loc, scale)`` of q(z_L | x), each ``(..., latent_dim)`` (also the VampPrior's encoder)."""

@@ -251,7 +251,7 @@ class M2(GenerativeModel):
             config.prior, config.latent_dim, num_components=config.prior_components,
             num_classes=num_classes, data_dim=data_dim, encoder=self._encode_predicted,
         )
-        if self.prior.needs_label:
+        if self.prior.needs_labels:
             raise ValueError(f"prior {config.prior!r} is conditioned on the label; M2's p(z) is "
                              f"independent of y: choose an unconditional prior")
         self.register_buffer("class_logits", torch.zeros(c))  # p(y) uniform

@@ -37,6 +37,7 @@ torch.Size([2])
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
@@ -65,8 +66,17 @@ class Prior(nn.Module, ABC):
     the module's device and dtype.
     """
 
-    #: Whether ``forward`` uses the label ``y`` (conditional priors need it).
-    needs_label: bool = False
+    #: Whether ``forward`` uses the label ``y`` (conditional priors need it); the model
+    #: contract's name, as on models.
+    needs_labels: bool = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # A prior written for the old name ``needs_label`` (singular) still works, and warns.
+        if "needs_label" in cls.__dict__:
+            warnings.warn(f"{cls.__name__}.needs_label is now called needs_labels (as on models); "
+                          f"the old name will be removed", DeprecationWarning, stacklevel=2)
+            cls.needs_labels = bool(cls.__dict__["needs_label"])
 
     def __init__(self, latent_dim: int):
         super().__init__()
@@ -298,7 +308,7 @@ class ConditionalNormalPrior(Prior):
     torch.Size([2])
     """
 
-    needs_label = True
+    needs_labels = True
 
     def __init__(self, latent_dim: int, num_classes: int | None = None, **unused):
         super().__init__(latent_dim)

@@ -186,9 +186,9 @@ class VAE(GenerativeModel):
             config.prior, config.latent_dim, num_components=config.prior_components,
             num_classes=num_classes, data_dim=data_dim, encoder=self._encode_params,
         )
-        self.needs_labels = self.needs_labels or self.prior.needs_label
+        self.needs_labels = self.needs_labels or self.prior.needs_labels
         # With a label-conditioned prior p(z | y) the model scores log p(x | y).
-        self.conditional = self.conditional or self.prior.needs_label
+        self.conditional = self.conditional or self.prior.needs_labels
 
     # The CVAE conditions its networks on one-hot labels of this size.
     _label_dim = 0

@@ -171,8 +171,7 @@ def prior_codes(model, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
 
 
 def _prior_reads_labels(prior) -> bool:
-    # ``needs_labels`` is the contract's name; priors said ``needs_label`` before it.
-    return bool(getattr(prior, "needs_labels", getattr(prior, "needs_label", False)))
+    return bool(getattr(prior, "needs_labels", False))
 
 
 def manifold_grid(n: int, *, low: float = 0.05, high: float = 0.95, like: torch.Tensor | None = None) -> torch.Tensor:
