@@ -33,6 +33,7 @@ from .checkpoint import atomic_write_bytes
 from .data import split_generator
 from .errors import check_bool, check_choice, check_non_negative_int, check_positive_int, check_seed
 from .models.base import labels_for
+from .models.distributions import normal_marginals
 
 #: File types of raw samples, and of figures (written by :func:`pyro_vae.plots.plot_samples`).
 SAMPLE_FORMATS = (".npy", ".npz", ".pt")
@@ -241,20 +242,15 @@ def encode_run(run_dir, split: str = "test", *, device: str | None = None,
 def _diagonal_scale(model, x, y, loc) -> torch.Tensor | None:
     """The posterior's per-dimension scale, ``loc``-shaped, or None where it has none.
 
-    Read from the guide's ``posterior``, which returns ``(loc, scale)`` (scale None for a
-    family that is not a diagonal Normal) or a Normal distribution. Models without a guide
-    (``has_latents`` False: PPCA's exact posterior has one ``(d, d)`` covariance) give None.
+    Read from the guide's ``posterior`` through
+    :func:`~pyro_vae.models.distributions.normal_marginals`: a Normal family's scale, zeros
+    for a point mass, None for a family without Normal marginals. Models without a guide
+    (``has_latents`` False) give None.
     """
     posterior = getattr(model, "posterior", None)
     if posterior is None or not getattr(model, "has_latents", True):
         return None
-    out = posterior(x, y)
-    if isinstance(out, torch.distributions.Distribution):
-        while isinstance(out, torch.distributions.Independent):
-            out = out.base_dist
-        scale = out.scale if isinstance(out, torch.distributions.Normal) else None
-    else:
-        scale = out[1] if isinstance(out, tuple) and len(out) == 2 else None
+    scale = normal_marginals(posterior(x, y))[1]
     if not isinstance(scale, torch.Tensor) or scale.shape != loc.shape:
         return None
     return scale

@@ -206,8 +206,8 @@ def normal_marginals(q) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Each coordinate's marginal of a posterior ``q``: ``(loc, scale)``, ``(n, d)`` each.
 
     ``q`` is what a model's ``posterior(x)`` returns: a distribution with batch shape ``(n,)``
-    and event shape ``(d,)``. Where its marginals are Normal (a diagonal Normal; a
-    multivariate Normal, read through its covariance's diagonal) the scale is theirs; a point
+    and event shape ``(d,)``. Where its marginals are Normal (a diagonal Normal; a full or
+    low-rank multivariate Normal, read through its covariance's diagonal) the scale is theirs; a point
     mass (``Delta``) has scale 0; for any other family (Student-t ...) the scale is None and
     the loc is its mean. A ``(loc, scale)`` pair, what ``posterior`` returned before it
     returned distributions, is passed through.
@@ -227,6 +227,9 @@ def normal_marginals(q) -> tuple[torch.Tensor, torch.Tensor | None]:
         return base.loc.expand(shape), base.scale.expand(shape)
     if isinstance(base, torch.distributions.MultivariateNormal):
         return base.loc.expand(shape), base.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt().expand(shape)
+    if isinstance(base, torch.distributions.LowRankMultivariateNormal):  # cov = F F^T + diag(D)
+        variance = base.cov_factor.pow(2).sum(-1) + base.cov_diag
+        return base.loc.expand(shape), variance.sqrt().expand(shape)
     if isinstance(base, dist.Delta):
         return base.v.expand(shape), torch.zeros(shape, dtype=base.v.dtype, device=base.v.device)
     return q.mean, None

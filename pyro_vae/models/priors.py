@@ -58,6 +58,9 @@ _MIN_SCALE = 1e-5
 _SOFTPLUS_ONE = math.log(math.expm1(1.0 - _MIN_SCALE))
 
 
+_OLD_NAME = "{} is now called needs_labels (as on models); the old name will be removed"
+
+
 class Prior(nn.Module, ABC):
     """Base class of priors p(z) (or p(z | y)) with event shape ``(latent_dim,)``.
 
@@ -72,11 +75,28 @@ class Prior(nn.Module, ABC):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        # A prior written for the old name ``needs_label`` (singular) still works, and warns.
+        # A prior written for the old name ``needs_label`` (singular) still works, and warns:
+        # a class value or property becomes ``needs_labels`` (the property below then answers
+        # for the old name again). stacklevel 3: past ABCMeta, to the class statement.
         if "needs_label" in cls.__dict__:
-            warnings.warn(f"{cls.__name__}.needs_label is now called needs_labels (as on models); "
-                          f"the old name will be removed", DeprecationWarning, stacklevel=2)
-            cls.needs_labels = bool(cls.__dict__["needs_label"])
+            warnings.warn(_OLD_NAME.format(f"{cls.__name__}.needs_label"), DeprecationWarning, stacklevel=3)
+            old = cls.__dict__["needs_label"]
+            if isinstance(old, property):
+                cls.needs_labels = property(lambda self, getter=old.fget: bool(getter(self)))
+            else:
+                cls.needs_labels = bool(old)
+            delattr(cls, "needs_label")
+
+    @property
+    def needs_label(self) -> bool:
+        """The old name of :attr:`needs_labels` (reading or setting it warns)."""
+        warnings.warn(_OLD_NAME.format("Prior.needs_label"), DeprecationWarning, stacklevel=2)
+        return self.needs_labels
+
+    @needs_label.setter
+    def needs_label(self, value) -> None:
+        warnings.warn(_OLD_NAME.format("Prior.needs_label"), DeprecationWarning, stacklevel=2)
+        self.needs_labels = bool(value)
 
     def __init__(self, latent_dim: int):
         super().__init__()

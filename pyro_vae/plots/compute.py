@@ -322,6 +322,8 @@ def kl_per_dimension(model, x, y=None) -> dict:
     if not has_posterior_scale(model):
         raise ValueError(f"{type(model).__name__} has no Normal posterior q(z | x) to take a KL of")
     loc, scale = posterior_loc_scale(model, x, y)  # (n, d) each
+    if scale is None:
+        raise ValueError(f"{type(model).__name__}'s posterior q(z | x) has no Normal marginals to take a KL of")
     kl = kl_to_standard_normal(loc, scale)
     activity = loc.var(dim=0)
     return {"kl": kl.mean(0), "activity": activity, "active": activity > ACTIVE_THRESHOLD,
