@@ -372,3 +372,18 @@ def test_the_split_modules_keep_the_old_import_paths():
     assert torch.equal(torch.get_rng_state(), before)
     with held_out.evaluation_rng(1, 2, torch.device("cpu")):
         assert torch.equal(torch.rand(3), first)
+
+
+def test_kl_per_dimension_of_one_example_has_zero_activity_not_nan():
+    """One example has no spread over x: its activity is 0, as latent_diagnostics reports, not NaN."""
+    from pyro_vae.inference.diagnostics import latent_diagnostics  # noqa: PLC0415
+    from pyro_vae.models import VAE, VAEConfig  # noqa: PLC0415
+    from pyro_vae.plots.compute import kl_per_dimension  # noqa: PLC0415
+
+    vae = VAE(64, VAEConfig(latent_dim=3, hidden_dims=(8,))).double()
+    x = _x(1, F64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns on var() of one value
+        result = kl_per_dimension(vae, x)
+    assert result["activity"].tolist() == [0.0, 0.0, 0.0] and not bool(result["active"].any())
+    assert latent_diagnostics(vae, x)["latent_variance"] == [0.0, 0.0, 0.0]

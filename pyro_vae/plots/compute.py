@@ -325,7 +325,8 @@ def kl_per_dimension(model, x, y=None) -> dict:
     if scale is None:
         raise ValueError(f"{type(model).__name__}'s posterior q(z | x) has no Normal marginals to take a KL of")
     kl = kl_to_standard_normal(loc, scale)
-    activity = loc.var(dim=0)
+    # One example has no spread: activity 0 (as latent_diagnostics reports), not var's NaN.
+    activity = loc.var(dim=0) if loc.shape[0] > 1 else torch.zeros_like(loc[0])
     return {"kl": kl.mean(0), "activity": activity, "active": activity > ACTIVE_THRESHOLD,
             "standard_prior": isinstance(getattr(model, "prior", None), StandardNormalPrior)}
 
