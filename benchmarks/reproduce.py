@@ -202,7 +202,9 @@ def machine_description(device: str | None) -> dict:
 def entry_record(name: str, run_dir: Path, action: str) -> dict:
     """One ``entries`` item, read from the run's files (paired difference added later).
 
-    ``config.epoch_budget`` is the epochs the run was last asked for (its config.json).
+    ``config.epoch_budget`` is the cap the scored run had: the epochs config.json names for a
+    run that stopped early, else the epochs it was scored at (config.json may already name a
+    larger cap: a run resumed after it was scored and stopped before it finished again).
     """
     spec, config, metrics = ENTRIES[name], read_config(run_dir), read_metrics(run_dir)
     test = metrics["test"]
@@ -220,7 +222,8 @@ def entry_record(name: str, run_dir: Path, action: str) -> dict:
         "paired_vs_vae": None, "baseline": None if name == "vae" else baseline(name), "paired_vs_baseline": None,
         "published": published, "gap_to_published": gap,
         "config": {
-            "run_config": config.to_dict(), "epoch_budget": config.train.epochs, "settings": spec["settings"],
+            "run_config": config.to_dict(), "settings": spec["settings"],
+            "epoch_budget": config.train.epochs if metrics.get("stopped_early") else metrics["epochs"],
             "known_differences": (SHARED_DIFFERENCES + ([] if gated(name) else [UNGATED_DIFFERENCE])
                                   + spec["known_differences"]),
         },

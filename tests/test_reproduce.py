@@ -217,3 +217,20 @@ def test_bad_options_are_refused(bench, tmp_path):
                  ["--eval-samples", "-1"]):
         with pytest.raises(SystemExit):
             bench.main(argv)
+
+
+def test_a_scored_run_resumed_and_stopped_again_keeps_the_budget_it_was_scored_at(bench, smoke, tmp_path):
+    """A capped run scored at 2 epochs, then resumed towards 2,000 and stopped before finishing,
+    still reports the budget of its score (2), not the cap its config.json now names."""
+    import json  # noqa: PLC0415
+
+    runs = tmp_path / "runs"
+    shutil.copytree(smoke["runs"] / "vamp", runs / "vamp")
+    config_path = runs / "vamp" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["train"]["epochs"] = 2000  # what resume_run writes when it continues to a larger cap
+    config_path.write_text(json.dumps(config))
+    record = bench.entry_record("vamp", runs / "vamp", "read")
+    assert (record["epochs"], record["config"]["epoch_budget"], record["budget_limited"]) == (2, 2, True)
+    assert record["config"]["run_config"]["train"]["epochs"] == 2000  # the file as it is
+
