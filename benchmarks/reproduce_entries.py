@@ -28,7 +28,9 @@ Measured since (each run's ``seconds`` over its ``epochs`` in docs/results/fashi
 the development machine, shared with other jobs, so again read them as +-50%): vae 7.2 s per
 epoch (2 threads), vae-gated 5.4 s (1 thread), vamp 12.9 s (1 thread), vamp-gated 16.7 s and
 iwae5-gated 12.7 s (1 thread each, side by side; iwae5-gated's includes its K = 5 validation
-bound); the K = 5000 evaluation took 12.5 minutes for vae-gated and 14.7 for vamp (1 thread
+bound), hvae-gated 11.8 s and hvae-vamp-gated 25.7 s (1 thread each, side by side, with some
+minutes paused or shared with tests); the K = 5000 evaluation took 12.5 minutes for vae-gated
+and 14.7 for vamp, 25.1 for hvae-gated and 26.7 for hvae-vamp-gated (1 thread
 each, side by side).
 
 Early stopping ends such runs after several hundred to 2,000 epochs (the pretrained
