@@ -5,6 +5,7 @@
         [--data-dir DIR] [--seed S] [--no-progress]
     python benchmarks/reproduce.py --smoke --results PATH [--runs-dir DIR]
     python benchmarks/reproduce.py --status [--only NAME] [--runs-dir DIR]
+    python benchmarks/reproduce.py --cost [--only NAME] [--threads N] [--results PATH]
 
 What it trains. Each entry of ``ENTRIES`` (benchmarks/reproduce_entries.py, which also
 estimates each entry's cost) is the literature's configuration of one model
@@ -86,8 +87,13 @@ directory (or ``--runs-dir``) and the ``--results`` path the caller gives (requi
 numbers never replace the committed results). Seconds; the numbers mean nothing. Used by
 tests/test_reproduce.py.
 
+``--cost`` measures what each entry costs on this machine (seconds per epoch, hours for 2,000
+epochs, minutes for the K = 5000 evaluation) from a few timed batches and images, without
+touching the runs directory; see benchmarks/reproduce_cost.py.
+
 Modules: reproduce_entries.py (the entries and their sources), reproduce_runs.py (run
-directories and ``--status``), this file (the command line and the results).
+directories and ``--status``), reproduce_cost.py (``--cost``), this file (the command line and
+the results).
 """
 
 from __future__ import annotations
@@ -113,6 +119,7 @@ from reproduce_entries import (
     gated,
     run_config,
 )
+from reproduce_cost import COST_HEADER, COST_SIZES, SMOKE_COST_SIZES, measure_costs
 from reproduce_runs import check_run_matches, ensure_run, fmt, run_status
 
 from pyro_vae.checkpoint import atomic_write_text
@@ -123,6 +130,7 @@ from pyro_vae.runs import read_config, read_metrics, read_per_example
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = ROOT / "docs" / "results" / "fashion-mnist.json"
+DEFAULT_COST_RESULTS = ROOT / "docs" / "results" / "fashion-mnist-cost.json"
 DEFAULT_RUNS_DIR = Path("~/pyro-vae-runs/reproduce")
 
 #: What ``--smoke`` changes: the embedded digits, 2 epochs, K = 10.
@@ -154,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", action="store_true",
                    help="print each entry's run directory as it stands (epochs, best epoch and score, "
                         "patience used, a live process) and exit: nothing is trained or written")
+    p.add_argument("--cost", action="store_true",
+                   help="measure each entry's seconds per epoch and K = 5000 evaluation time on this machine "
+                        "(a few batches and images, scaled to full size; benchmarks/reproduce_cost.py) and "
+                        "write them to --results (default docs/results/fashion-mnist-cost.json): nothing is "
+                        "trained into the runs directory")
     p.add_argument("--smoke", action="store_true",
                    help="digits, 2 epochs, K = 10, every entry, a temporary runs directory: seconds, for tests")
     return p
@@ -300,9 +313,32 @@ def print_table(records: list[dict]) -> None:
           "NLL minus the entry's on the same images (positive: better than that VAE; vae-gated for gated entries).")
 
 
+def write_costs(args, argv, names: list[str], *, dataset: str, eval_samples: int) -> dict:
+    """``--cost``: measure, print and write each entry's cost (benchmarks/reproduce_cost.py)."""
+    print(COST_HEADER)
+    rows = measure_costs(names, dataset=dataset, data_dir=args.data_dir, device=args.device, seed=args.seed,
+                         sizes=SMOKE_COST_SIZES if args.smoke else COST_SIZES, eval_samples=eval_samples,
+                         report=lambda line: print(line, flush=True))
+    commit, dirty = git_commit()
+    results = {"commit": commit, "commit_dirty": dirty, "command": _command(argv), "smoke": args.smoke,
+               "dataset": dataset, "machine": machine_description(args.device), "entries": rows}
+    path = Path(args.results) if args.results else DEFAULT_COST_RESULTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, dumps_finite(results, nonfinite="null") + "\n")
+    print(f"costs: {path}")
+    return results
+
+
+def _command(argv) -> str:
+    return " ".join(["python", "benchmarks/reproduce.py", *(argv if argv is not None else sys.argv[1:])])
+
+
 def main(argv=None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.cost and (args.status or args.max_epochs or args.runs_dir):
+        parser.error("--cost trains nothing into run directories: it takes --only, --eval-samples, --threads, "
+                     "--device, --data-dir, --seed, --smoke and --results, not --status, --max-epochs or --runs-dir")
     if args.smoke and not args.results and not args.status:
         parser.error("--smoke needs --results PATH (smoke numbers never replace the committed results)")
     for option in ("max_epochs", "eval_samples", "threads"):
@@ -325,6 +361,8 @@ def main(argv=None) -> dict:
         runs_dir = Path(tempfile.mkdtemp(prefix="pyro-vae-reproduce-smoke-"))
     else:
         runs_dir = DEFAULT_RUNS_DIR.expanduser()
+    if args.cost:
+        return write_costs(args, argv, names, dataset=dataset, eval_samples=eval_samples)
     results_path = Path(args.results) if args.results else DEFAULT_RESULTS
     progress = not (args.no_progress or args.smoke)
 
@@ -362,7 +400,7 @@ def main(argv=None) -> dict:
     commit, dirty = git_commit()
     results = {
         "commit": commit, "commit_dirty": dirty,
-        "command": " ".join(["python", "benchmarks/reproduce.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": _command(argv),
         "smoke": args.smoke, "dataset": dataset, "runs_dir": str(runs_dir),
         "machine": machine_description(args.device),
         "settings": SETTINGS, "shared_known_differences": SHARED_DIFFERENCES,

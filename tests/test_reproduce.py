@@ -214,7 +214,8 @@ def test_status_reads_every_run_as_it_stands_and_writes_nothing(bench, smoke, tm
 
 def test_bad_options_are_refused(bench, tmp_path):
     for argv in (["--smoke"], ["--only", "vae,convnet"], ["--max-epochs", "0"], ["--max-epochs", "2001"],
-                 ["--eval-samples", "-1"]):
+                 ["--eval-samples", "-1"], ["--cost", "--smoke"], ["--cost", "--status"],
+                 ["--cost", "--runs-dir", str(tmp_path)], ["--cost", "--max-epochs", "3"]):
         with pytest.raises(SystemExit):
             bench.main(argv)
 
@@ -234,3 +235,30 @@ def test_a_scored_run_resumed_and_stopped_again_keeps_the_budget_it_was_scored_a
     assert (record["epochs"], record["config"]["epoch_budget"], record["budget_limited"]) == (2, 2, True)
     assert record["config"]["run_config"]["train"]["epochs"] == 2000  # the file as it is
 
+
+
+def test_cost_measures_every_entry_and_scales_it_to_the_literatures_sizes(bench, tmp_path, monkeypatch, capsys):
+    """--cost times each entry's own model and loop on a few batches and images, writes the
+    scaled seconds per epoch and evaluation minutes with the machine, and trains nothing into
+    a runs directory."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the default runs directory must stay unmade
+    path = tmp_path / "cost.json"
+    returned = bench.main(["--cost", "--smoke", "--only", "vae,hvae-vamp,iwae5", "--results", str(path)])
+    written = json.loads(path.read_text())
+    assert written == json.loads(json.dumps(returned))
+    assert written["smoke"] is True and written["dataset"] == "digits" and written["machine"]["device"] == "cpu"
+    assert [row["name"] for row in written["entries"]] == ["vae", "iwae5", "hvae-vamp"]
+    sizes = bench.SMOKE_COST_SIZES
+    for row in written["entries"]:
+        m = row["measured"]
+        assert m["steps"] == sizes["steps"] and m["train_images"] == sizes["steps"] * 100
+        assert (m["val_images"], m["eval_images"]) == (sizes["val_images"], sizes["eval_images"])
+        assert m["eval_samples"] == 10  # --smoke's K; the literature's 5000 otherwise
+        assert m["step_seconds"] > 0 and m["val_seconds"] > 0 and m["eval_seconds"] > 0
+        # Scaled linearly: 500 steps of 100 and 10,000 validation images an epoch, 10,000 test images.
+        assert row["epoch_seconds"] == pytest.approx(500 * m["step_seconds"] + 10000 * m["val_seconds"] / m["val_images"])
+        assert row["full_training_hours"] == pytest.approx(2000 * row["epoch_seconds"] / 3600)
+        assert row["eval_minutes"] == pytest.approx(10000 * m["eval_seconds"] / m["eval_images"] / 60)
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == bench.COST_HEADER and f"costs: {path}" in out
+    assert not (tmp_path / "home").exists()
