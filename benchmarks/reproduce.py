@@ -109,6 +109,7 @@ from pathlib import Path
 import pyro
 import torch
 from common import FASHION_DIR  # benchmarks/common.py (puts pyro_vae on the path)
+from reproduce_cost import COST_HEADER, COST_SIZES, SMOKE_COST_SIZES, measure_costs
 from reproduce_entries import (
     ENTRIES,
     NOT_RUN,
@@ -119,7 +120,6 @@ from reproduce_entries import (
     gated,
     run_config,
 )
-from reproduce_cost import COST_HEADER, COST_SIZES, SMOKE_COST_SIZES, measure_costs
 from reproduce_runs import check_run_matches, ensure_run, fmt, run_status
 
 from pyro_vae.checkpoint import atomic_write_text

@@ -256,7 +256,8 @@ def test_cost_measures_every_entry_and_scales_it_to_the_literatures_sizes(bench,
         assert m["eval_samples"] == 10  # --smoke's K; the literature's 5000 otherwise
         assert m["step_seconds"] > 0 and m["val_seconds"] > 0 and m["eval_seconds"] > 0
         # Scaled linearly: 500 steps of 100 and 10,000 validation images an epoch, 10,000 test images.
-        assert row["epoch_seconds"] == pytest.approx(500 * m["step_seconds"] + 10000 * m["val_seconds"] / m["val_images"])
+        per_val_image = m["val_seconds"] / m["val_images"]
+        assert row["epoch_seconds"] == pytest.approx(500 * m["step_seconds"] + 10000 * per_val_image)
         assert row["full_training_hours"] == pytest.approx(2000 * row["epoch_seconds"] / 3600)
         assert row["eval_minutes"] == pytest.approx(10000 * m["eval_seconds"] / m["eval_images"] / 60)
     out = capsys.readouterr().out
