@@ -70,23 +70,21 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import check_choice, check_instance, check_int_tuple, check_positive_float, check_positive_int
+from ..errors import check_int_tuple, check_positive_int
 from .adapters import (
     DEFAULT_CONV_CHANNELS,
-    check_arch,
     conv_decoder,
     conv_encoder,
     conv_features,
-    given_networks,
     image_input,
     image_output,
-    resolve_image_shape,
 )
 from .base import GenerativeModel, data_plate
 from .distributions import DiagonalNormal
-from .likelihoods import LIKELIHOODS, build_likelihood, check_likelihood_options
-from .nets import ACTIVATIONS, MLP, GaussianEncoder, GaussianHead, activation_layer, pre_activation_width
-from .priors import PRIORS, StandardNormalPrior, build_prior
+from .likelihoods import build_likelihood
+from .nets import MLP, GaussianEncoder, GaussianHead, activation_layer, pre_activation_width
+from .priors import StandardNormalPrior, build_prior
+from .settings import check_network_settings, set_up_network_model
 
 #: Top-layer size when neither ``latent_dim`` nor ``latent_dims`` is given.
 DEFAULT_LATENT_DIM = 16
@@ -168,15 +166,7 @@ class HVAEConfig:
             self.latent_dims = check_int_tuple("latent_dims", tuple(
                 top * 2 ** (self.levels - level) for level in range(1, self.levels + 1)))
         self.latent_dim = self.latent_dims[-1]
-        self.hidden_dims = check_int_tuple("hidden_dims", self.hidden_dims)
-        check_choice("likelihood", self.likelihood, LIKELIHOODS)
-        check_choice("prior", self.prior, PRIORS)
-        if self.obs_scale is not None:
-            check_positive_float("obs_scale", self.obs_scale)
-        check_likelihood_options(self.likelihood, obs_scale=self.obs_scale)
-        check_positive_int("prior_components", self.prior_components)
-        self.conv_channels = check_arch(self.arch, self.conv_channels)
-        check_choice("activation", self.activation, ACTIVATIONS)
+        check_network_settings(self)
 
 
 class _JointEncoder(nn.Module):
@@ -238,15 +228,10 @@ class HVAE(GenerativeModel):
                  image_shape: tuple[int, int, int] | None = None, *,
                  encoder: nn.Module | None = None, decoder: nn.Module | None = None):
         super().__init__()
-        config = HVAEConfig() if config is None else config
-        check_instance("config", config, HVAEConfig, "build one with HVAEConfig(...)")
-        self.config = config
-        self.data_dim = check_positive_int("data_dim", data_dim)
+        config = set_up_network_model(self, data_dim, config, HVAEConfig, image_shape, encoder=encoder,
+                                      decoder=decoder)
         self.num_classes = num_classes
-        #: Names of the networks the user passed in (saved models ask for them again).
-        self.user_networks = given_networks(encoder=encoder, decoder=decoder)
         conv = config.arch == "conv"
-        self.image_shape = resolve_image_shape(data_dim, image_shape, "arch 'conv'" if conv else None)
         self.levels = config.levels
         self.latent_dims = config.latent_dims  # bottom first
         self.latent_dim = config.latent_dims[-1]  # the top layer: the model's code

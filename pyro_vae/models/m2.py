@@ -65,23 +65,21 @@ from pyro import poutine
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import check_choice, check_instance, check_int_tuple, check_positive_float, check_positive_int
+from ..errors import check_positive_int
 from .adapters import (
     DEFAULT_CONV_CHANNELS,
-    check_arch,
     conv_decoder,
     conv_encoder,
     conv_features,
-    given_networks,
     image_input,
     image_output,
-    resolve_image_shape,
 )
 from .base import GenerativeModel, data_plate
 from .distributions import DiagonalNormal
-from .likelihoods import LIKELIHOODS, build_likelihood, check_likelihood_options
-from .nets import ACTIVATIONS, MLP, activation_layer, pre_activation_width
-from .priors import PRIORS, build_prior
+from .likelihoods import build_likelihood
+from .nets import MLP, activation_layer, pre_activation_width
+from .priors import build_prior
+from .settings import check_network_settings, set_up_network_model
 
 
 @dataclass
@@ -134,19 +132,11 @@ class M2Config:
 
     def __post_init__(self):
         check_positive_int("latent_dim", self.latent_dim)
-        self.hidden_dims = check_int_tuple("hidden_dims", self.hidden_dims)
-        check_choice("likelihood", self.likelihood, LIKELIHOODS)
-        check_choice("prior", self.prior, PRIORS)
-        if self.obs_scale is not None:
-            check_positive_float("obs_scale", self.obs_scale)
-        check_likelihood_options(self.likelihood, obs_scale=self.obs_scale)
-        check_positive_int("prior_components", self.prior_components)
+        check_network_settings(self)
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) \
                 or not math.isfinite(self.alpha) or self.alpha < 0:
             raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha!r}")
         self.alpha = float(self.alpha)
-        self.conv_channels = check_arch(self.arch, self.conv_channels)
-        check_choice("activation", self.activation, ACTIVATIONS)
 
 
 class _LabelledNet(nn.Module):
@@ -216,17 +206,12 @@ class M2(GenerativeModel):
             raise ValueError(
                 "model 'm2' learns from class labels but the data set has none (num_classes is "
                 "None); use a labelled data set (unlabelled rows may have y = -1)")
-        config = M2Config() if config is None else config
-        check_instance("config", config, M2Config, "build one with M2Config(...)")
-        self.config = config
-        self.data_dim = check_positive_int("data_dim", data_dim)
+        config = set_up_network_model(self, data_dim, config, M2Config, image_shape, classifier=classifier,
+                                      encoder=encoder, decoder=decoder)
         self.num_classes = check_positive_int("num_classes", num_classes)
         self.latent_dim = config.latent_dim
         self.alpha = config.alpha
-        #: Names of the networks the user passed in (saved models ask for them again).
-        self.user_networks = given_networks(classifier=classifier, encoder=encoder, decoder=decoder)
         conv = config.arch == "conv"
-        self.image_shape = resolve_image_shape(data_dim, image_shape, "arch 'conv'" if conv else None)
         hidden, c, shape, channels = config.hidden_dims, self.num_classes, self.image_shape, config.conv_channels
         act = config.activation
         if classifier is not None:

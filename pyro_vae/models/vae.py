@@ -31,22 +31,20 @@ import pyro
 import torch
 from torch import nn
 
-from ..errors import check_choice, check_instance, check_int_tuple, check_positive_float, check_positive_int
+from ..errors import check_choice, check_positive_int
 from .adapters import (
     DEFAULT_CONV_CHANNELS,
-    check_arch,
     conv_decoder,
     conv_encoder,
-    given_networks,
     image_input,
     image_output,
-    resolve_image_shape,
 )
 from .base import GenerativeModel, data_plate
 from .guides import GUIDES
-from .likelihoods import LIKELIHOODS, build_likelihood, check_likelihood_options
-from .nets import ACTIVATIONS, MLP, GaussianHead
-from .priors import PRIORS, build_prior
+from .likelihoods import build_likelihood
+from .nets import MLP, GaussianHead
+from .priors import build_prior
+from .settings import check_network_settings, set_up_network_model
 
 
 @dataclass
@@ -105,16 +103,8 @@ class VAEConfig:
 
     def __post_init__(self):
         check_positive_int("latent_dim", self.latent_dim)
-        self.hidden_dims = check_int_tuple("hidden_dims", self.hidden_dims)
-        check_choice("likelihood", self.likelihood, LIKELIHOODS)
-        check_choice("prior", self.prior, PRIORS)
+        check_network_settings(self)
         check_choice("guide", self.guide, GUIDES)
-        if self.obs_scale is not None:
-            check_positive_float("obs_scale", self.obs_scale)
-        check_likelihood_options(self.likelihood, obs_scale=self.obs_scale)
-        check_positive_int("prior_components", self.prior_components)
-        self.conv_channels = check_arch(self.arch, self.conv_channels)
-        check_choice("activation", self.activation, ACTIVATIONS)
 
 
 class VAE(GenerativeModel):
@@ -167,14 +157,8 @@ class VAE(GenerativeModel):
                  image_shape: tuple[int, int, int] | None = None, *,
                  encoder: nn.Module | None = None, decoder: nn.Module | None = None):
         super().__init__()
-        config = VAEConfig() if config is None else config
-        check_instance("config", config, VAEConfig, "build one with VAEConfig(...)")
-        self.config = config
-        self.data_dim = check_positive_int("data_dim", data_dim)
+        config = set_up_network_model(self, data_dim, config, VAEConfig, image_shape, encoder=encoder, decoder=decoder)
         self.num_classes = num_classes
-        #: Names of the networks the user passed in (saved models ask for them again).
-        self.user_networks = given_networks(encoder=encoder, decoder=decoder)
-        self.image_shape = resolve_image_shape(data_dim, image_shape, "arch 'conv'" if config.arch == "conv" else None)
         self.guide_family = GUIDES.get(config.guide)(config.latent_dim)
         self.is_bound = self.guide_family.has_density
         # Built in this order (encoder, likelihood, decoder, prior) so that the HVAE with
