@@ -187,3 +187,82 @@ def test_resumed_distributed_run_equals_uninterrupted_one(tmp_path):
     a, b = load_checkpoint(part / "checkpoint.pt"), load_checkpoint(full / "checkpoint.pt")
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
+
+
+# --------------------------------------------------------------------------- streamed data under torchrun
+
+STREAMED_SCRIPT = '''
+import json, os, sys
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+from pyro_vae.inference import TrainConfig, distributed, fit
+from pyro_vae.models import VAE, VAEConfig
+
+class Logged(Dataset):  # a map-style Dataset that records the items this process reads
+    def __init__(self, x):
+        self.x, self.seen = x, []
+    def __len__(self):
+        return len(self.x)
+    def __getitem__(self, i):
+        self.seen.append(int(i))
+        return self.x[i]
+
+out, rank = sys.argv[1], int(os.environ["RANK"])
+distributed.setup(torch.device("cpu"))  # a DistributedSampler needs the group
+x = torch.bernoulli(torch.full((21, 16), 0.3), generator=torch.Generator().manual_seed(0))
+record = {}
+for mode in ("dataset", "distributed-sampler", "plain-loader"):
+    data = Logged(x)
+    given = {"dataset": data,
+             "distributed-sampler": DataLoader(data, batch_size=8, sampler=DistributedSampler(data, seed=3)),
+             "plain-loader": DataLoader(data, batch_size=8, shuffle=True)}[mode]
+    model = VAE(16, VAEConfig(latent_dim=2, hidden_dims=(8,)))
+    try:
+        result = fit(model, given, TrainConfig(epochs=2, batch_size=8, device="cpu", progress=False))
+    except ValueError as err:
+        record[mode] = {"error": str(err)}
+        continue
+    torch.save(model.state_dict(), os.path.join(out, f"{mode}-rank{rank}.pt"))
+    record[mode] = {"seen": data.seen, "steps": result.steps, "history": result.history}
+with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+    json.dump(record, f)
+distributed.shutdown()
+'''
+
+
+@needs_gloo
+def test_streamed_data_is_sharded_per_process(tmp_path):
+    """A torch Dataset is cut into per-process shards as a DataSplits is; a DataLoader with a
+    DistributedSampler is used with set_epoch called every epoch; a plain DataLoader (every
+    process would read everything) is refused on every rank with one line."""
+    script = tmp_path / "streamed.py"
+    script.write_text(STREAMED_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name in distributed.TORCHRUN_ENV:
+        env.pop(name, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(_free_port()), str(script), str(tmp_path)]
+    _check(subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300))
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for mode in ("dataset", "distributed-sampler"):
+        # 21 items, 2 processes: 11 each per epoch (one seen twice), 2 batches of 8 per epoch.
+        assert [r[mode]["steps"] for r in ranks] == [4, 4], mode
+        assert ranks[0][mode]["history"] == ranks[1][mode]["history"], mode  # the global curve
+        epochs = [[r[mode]["seen"][e * 11:(e + 1) * 11] for r in ranks] for e in range(2)]
+        assert all(len(r[mode]["seen"]) == 22 for r in ranks), mode
+        for shards in epochs:
+            assert set(shards[0]) | set(shards[1]) == set(range(21)), mode  # the epoch is covered
+            assert len(set(shards[0]) & set(shards[1])) <= 1, mode  # disjoint but the wrapped item
+        assert epochs[0][0] != epochs[1][0], mode  # a new order each epoch (set_epoch)
+        states = [torch.load(tmp_path / f"{mode}-rank{r}.pt", weights_only=True) for r in (0, 1)]
+        for name, tensor in states[0].items():
+            assert torch.equal(tensor, states[1][name]), (mode, name)
+    # The Dataset's shards are the in-memory path's: the permutation seeded by (seed, epoch).
+    expected = [distributed.shard_indices(21, 2, 0, torch.Generator().manual_seed(distributed._seed(0, e, 0)))
+                for e in (1, 2)]
+    assert ranks[0]["dataset"]["seen"] == torch.cat(expected).tolist()
+    for r in ranks:
+        assert r["plain-loader"]["error"].startswith(
+            "under torchrun a DataLoader must shard its data per process: build it with "
+            "sampler=DistributedSampler(dataset) (got sampler RandomSampler)")

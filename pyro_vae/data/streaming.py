@@ -19,7 +19,9 @@ Data given this way is used as given: nothing is split off, binarized or rescale
 Bernoulli likelihood give 0/1 pixels, or use :func:`~pyro_vae.data.load_dataset`'s
 protocol with an ``npz:`` file or a ``folder:``). Streamed batches draw their order from
 torch's global generator (a DataLoader's default sampler does), which ``fit`` seeds and its
-checkpoints save, so a seeded run is reproducible, with or without worker processes.
+checkpoints save, so a seeded run is reproducible, with or without worker processes. Under
+torchrun each process streams its own shard (see
+:func:`pyro_vae.inference.distributed.streamed_loader`).
 
 Example
 -------

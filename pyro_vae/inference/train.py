@@ -108,8 +108,10 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
         split) is evaluated every ``config.eval_every`` epochs. A tensor ``(n, D)`` or
         ``(n, C, H, W)``, an ``(x, y)`` pair or a ``TensorDataset`` trains on the device as
         a DataSplits does; a torch Dataset or a DataLoader is streamed, one batch moved to the
-        device at a time. Such data is all training data, used as given (no held-out
-        evaluation, no binarization): see :mod:`pyro_vae.data.streaming`.
+        device at a time (under torchrun, this process's shard: a DataLoader needs a
+        ``DistributedSampler``, see :func:`~pyro_vae.inference.distributed.streamed_loader`).
+        Such data is all training data, used as given (no held-out evaluation, no
+        binarization): see :mod:`pyro_vae.data.streaming`.
     config : TrainConfig
     callbacks : sequence of Callback
         Called at the start, after each step (those that define ``on_step_end``), after each
@@ -157,13 +159,13 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
         raise TypeError(f"model must have model(x, y) and guide(x, y) methods (a pyro-vae model); "
                         f"{type(model).__name__} has not")
     device = resolve_device(config.device)
+    original = data
     data, loader = training_data(data, config.batch_size, device)
     # Under torchrun (several processes) this joins the process group and picks cuda:LOCAL_RANK.
     device = distributed.setup(device)
     world, main = distributed.world_size(), distributed.is_main_process()
-    if loader is not None and world > 1:
-        raise ValueError("streamed data (a torch Dataset or DataLoader) trains in one process; under "
-                         "torchrun pass a pyro_vae.data.DataSplits or tensors, which are sharded per rank")
+    if loader is not None:  # under torchrun: this process's shard (refused where it cannot be cut)
+        loader = distributed.streamed_loader(original, loader, config.batch_size, config.seed)
     model.to(device=device, dtype=DTYPES[config.dtype])
     if data is not None:
         data = data.to(device=device, dtype=DTYPES[config.dtype])
@@ -279,6 +281,10 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
     n_seen = 0
     batch_extremes = []  # a DataLoader's per-batch (low, high) pixels, device tensors
     if not isinstance(data, DataSplits):  # a DataLoader: its batches, checked and moved one by one
+        if world > 1:  # this process's RNG stream reseeded from (seed, epoch, rank), as below
+            distributed.seed_epoch(config.seed, epoch)
+        if callable(getattr(data.sampler, "set_epoch", None)):  # ShardSampler, DistributedSampler
+            data.sampler.set_epoch(epoch)
         batches, num_batches = loader_batches(model, data, device, epoch, batch_extremes), loader_length(data)
     elif world > 1:  # this process's shard; its RNG stream reseeded from (seed, epoch, rank)
         distributed.seed_epoch(config.seed, epoch)
