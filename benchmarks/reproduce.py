@@ -313,7 +313,19 @@ def print_table(records: list[dict]) -> None:
           "NLL minus the entry's on the same images (positive: better than that VAE; vae-gated for gated entries).")
 
 
-def write_costs(args, argv, names: list[str], *, dataset: str, eval_samples: int) -> dict:
+def check_results_path(path: Path, parser: argparse.ArgumentParser) -> None:
+    """Exit 2 naming ``--results`` unless ``path`` can be written (its folder is made here)."""
+    if path.is_dir():
+        parser.error(f"--results: {path} is a folder; give the path of a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        parser.error(f"--results: cannot make the folder of {path} ({err.strerror or err})")
+    if not os.access(path.parent, os.W_OK):
+        parser.error(f"--results: the folder {path.parent} is not writable")
+
+
+def write_costs(args, argv, names: list[str], *, dataset: str, eval_samples: int, path: Path) -> dict:
     """``--cost``: measure, print and write each entry's cost (benchmarks/reproduce_cost.py)."""
     print(COST_HEADER)
     rows = measure_costs(names, dataset=dataset, data_dir=args.data_dir, device=args.device, seed=args.seed,
@@ -322,8 +334,6 @@ def write_costs(args, argv, names: list[str], *, dataset: str, eval_samples: int
     commit, dirty = git_commit()
     results = {"commit": commit, "commit_dirty": dirty, "command": _command(argv), "smoke": args.smoke,
                "dataset": dataset, "machine": machine_description(args.device), "entries": rows}
-    path = Path(args.results) if args.results else DEFAULT_COST_RESULTS
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, dumps_finite(results, nonfinite="null") + "\n")
     print(f"costs: {path}")
     return results
@@ -347,7 +357,10 @@ def main(argv=None) -> dict:
             parser.error(f"--{option.replace('_', '-')} must be >= 1, got {value}")
     names = parse_only(args.only, parser)
     if args.threads is not None:
-        torch.set_num_threads(args.threads)
+        try:
+            torch.set_num_threads(args.threads)
+        except (RuntimeError, ValueError, OverflowError) as err:
+            parser.error(f"--threads: torch refuses {args.threads} threads ({err})")
 
     s = {k: v["value"] for k, v in SETTINGS.items()}
     dataset = SMOKE["dataset"] if args.smoke else s["dataset"]
@@ -355,24 +368,28 @@ def main(argv=None) -> dict:
     if epochs > s["max_epochs"]:
         parser.error(f"--max-epochs caps the literature's {s['max_epochs']} epochs; got {epochs}")
     eval_samples = args.eval_samples or (SMOKE["eval_samples"] if args.smoke else s["eval_samples"])
-    if args.runs_dir:
-        runs_dir = Path(args.runs_dir).expanduser()
-    elif args.smoke and not args.status:
-        runs_dir = Path(tempfile.mkdtemp(prefix="pyro-vae-reproduce-smoke-"))
-    else:
-        runs_dir = DEFAULT_RUNS_DIR.expanduser()
-    if args.cost:
-        return write_costs(args, argv, names, dataset=dataset, eval_samples=eval_samples)
-    results_path = Path(args.results) if args.results else DEFAULT_RESULTS
     progress = not (args.no_progress or args.smoke)
-
-    configs = {name: run_config(name, dataset=dataset, epochs=epochs, eval_samples=eval_samples, seed=args.seed,
-                                device=args.device, data_dir=args.data_dir, progress=progress)
-               for name in ENTRIES}
+    try:  # every setting checked (seed, device, K ...) before anything is measured or trained
+        configs = {name: run_config(name, dataset=dataset, epochs=epochs, eval_samples=eval_samples, seed=args.seed,
+                                    device=args.device, data_dir=args.data_dir, progress=progress)
+                   for name in ENTRIES}
+    except (ValueError, TypeError) as err:
+        parser.error(str(err))
     if args.status:  # read only: before the runs directory is made
+        runs_dir = Path(args.runs_dir).expanduser() if args.runs_dir else DEFAULT_RUNS_DIR.expanduser()
         lines = [run_status(name, runs_dir / name, configs[name]) for name in names]
         print("\n".join(lines))
         return {"status": lines}
+    results_path = Path(args.results) if args.results else DEFAULT_COST_RESULTS if args.cost else DEFAULT_RESULTS
+    check_results_path(results_path, parser)  # before hours of work, not after
+    if args.cost:
+        return write_costs(args, argv, names, dataset=dataset, eval_samples=eval_samples, path=results_path)
+    if args.runs_dir:
+        runs_dir = Path(args.runs_dir).expanduser()
+    elif args.smoke:
+        runs_dir = Path(tempfile.mkdtemp(prefix="pyro-vae-reproduce-smoke-"))
+    else:
+        runs_dir = DEFAULT_RUNS_DIR.expanduser()
     runs_dir.mkdir(parents=True, exist_ok=True)
     records = []
     for name in ENTRIES:

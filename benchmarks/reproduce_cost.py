@@ -35,6 +35,7 @@ import math
 import time
 
 import pyro
+import torch
 from reproduce_entries import SETTINGS, run_config
 
 from pyro_vae.data import load_dataset
@@ -60,11 +61,20 @@ class _EpochClock(Callback):
         self._step_end = math.nan
 
     def on_step_end(self, model, state, info) -> None:
+        _synchronize(model)
         self._step_end = time.perf_counter()
 
     def on_epoch_end(self, model, state) -> None:
+        _synchronize(model)
         self.last_step_end.append(self._step_end)
         self.epoch_end.append(time.perf_counter())
+
+
+def _synchronize(model) -> None:
+    """Wait for the model's GPU, so a clock read after it counts the work queued before it."""
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def measure_entry(name: str, *, dataset: str, data_dir: str | None, device: str | None, seed: int,

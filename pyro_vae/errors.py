@@ -11,9 +11,13 @@ from collections.abc import Iterable
 
 
 def check_choice(name: str, value, choices: Iterable[str]) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise ``ValueError``."""
+    """Return ``value`` if it is one of ``choices`` (strings), else raise ``ValueError``.
+
+    Only a ``str`` can match: ``in`` would compare a numpy array element-wise (a 0-d string
+    array would pass, a longer one raise numpy's ambiguity error).
+    """
     choices = sorted(choices)
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose from: {', '.join(choices)}")
     return value
 
