@@ -92,8 +92,8 @@ epochs, minutes for the K = 5000 evaluation) from a few timed batches and images
 touching the runs directory; see benchmarks/reproduce_cost.py.
 
 Modules: reproduce_entries.py (the entries and their sources), reproduce_runs.py (run
-directories and ``--status``), reproduce_cost.py (``--cost``), this file (the command line and
-the results).
+directories and ``--status``), reproduce_results.py (each entry's record, the pairing, the
+targets, the table), reproduce_cost.py (``--cost``), this file (the command line).
 """
 
 from __future__ import annotations
@@ -110,23 +110,22 @@ import pyro
 import torch
 from common import FASHION_DIR  # benchmarks/common.py (puts pyro_vae on the path)
 from reproduce_cost import COST_HEADER, COST_SIZES, SMOKE_COST_SIZES, measure_costs
-from reproduce_entries import (
+from reproduce_entries import (  # noqa: F401  (baseline, UNGATED_DIFFERENCE: read by tests from this module)
     ENTRIES,
     NOT_RUN,
     SETTINGS,
     SHARED_DIFFERENCES,
     UNGATED_DIFFERENCE,
     baseline,
-    gated,
     run_config,
 )
-from reproduce_runs import check_run_matches, ensure_run, fmt, run_status
+from reproduce_results import add_pairing, entry_record, print_table, targets
+from reproduce_runs import check_run_matches, ensure_run, run_status
 
 from pyro_vae.checkpoint import atomic_write_text
-from pyro_vae.compare.stats import SIGNIFICANCE_STDERRS, check_comparable, paired_difference
 from pyro_vae.jsonio import dumps_finite
 from pyro_vae.runfiles import CONFIG_FILE
-from pyro_vae.runs import read_config, read_metrics, read_per_example
+from pyro_vae.runs import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = ROOT / "docs" / "results" / "fashion-mnist.json"
@@ -210,107 +209,6 @@ def machine_description(device: str | None) -> dict:
     return {"description": description, "platform": platform.platform(), "cpu": cpu or None,
             "cpu_count": os.cpu_count(), "torch": str(torch.__version__), "pyro": str(pyro.__version__),
             "python": platform.python_version(), "threads": threads, "device": target, "gpu": gpu}
-
-
-def entry_record(name: str, run_dir: Path, action: str) -> dict:
-    """One ``entries`` item, read from the run's files (paired difference added later).
-
-    ``config.epoch_budget`` is the cap the scored run had: the epochs config.json names for a
-    run that stopped early, else the epochs it was scored at (config.json may already name a
-    larger cap: a run resumed after it was scored and stopped before it finished again).
-    """
-    spec, config, metrics = ENTRIES[name], read_config(run_dir), read_metrics(run_dir)
-    test = metrics["test"]
-    nll = -test["log_likelihood"]
-    published = dict(spec["published"])
-    gap = None if published["nll"] is None else nll - published["nll"]
-    budget_limited = not metrics.get("stopped_early", False) and metrics["epochs"] < SETTINGS["max_epochs"]["value"]
-    return {
-        "name": name, "model": config.model,
-        "nll": nll, "nll_stderr": test["log_likelihood_stderr"],
-        "elbo": test["elbo"], "elbo_stderr": test["elbo_stderr"],
-        "epochs": metrics["epochs"], "best_epoch": metrics.get("best_epoch"),
-        "stopped_early": bool(metrics.get("stopped_early", False)), "budget_limited": budget_limited,
-        "seconds": metrics.get("seconds"),
-        "paired_vs_vae": None, "baseline": None if name == "vae" else baseline(name), "paired_vs_baseline": None,
-        "published": published, "gap_to_published": gap,
-        "config": {
-            "run_config": config.to_dict(), "settings": spec["settings"],
-            "epoch_budget": config.train.epochs if metrics.get("stopped_early") else metrics["epochs"],
-            "known_differences": (SHARED_DIFFERENCES + ([] if gated(name) else [UNGATED_DIFFERENCE])
-                                  + spec["known_differences"]),
-        },
-        "samples": test["log_likelihood_samples"], "test_examples": test["num_examples"],
-        "test_set_sha256": test.get("test_set_sha256"),
-        "run_dir": str(run_dir), "action": action,
-    }
-
-
-def add_pairing(records: list[dict]) -> None:
-    """Check one test set for all, then set ``paired_vs_vae`` and ``paired_vs_baseline`` of every entry.
-
-    Both are ``paired_difference(entry, reference)``: the reference's NLL minus the entry's, per
-    test image (positive: the entry is better). They stay None where the reference has no run.
-    """
-    check_comparable([{"run_dir": r["run_dir"], "test_set_sha256": r["test_set_sha256"],
-                       "num_examples": r["test_examples"], "data": r["config"]["run_config"]["data"]}
-                      for r in records])
-    by_name = {r["name"]: r for r in records}
-    per_example = {r["name"]: read_per_example(r["run_dir"], r["test_examples"])["log_likelihood"] for r in records}
-    for r in records:
-        if r["name"] != "vae" and "vae" in by_name:
-            r["paired_vs_vae"] = paired_difference(per_example[r["name"]], per_example["vae"])
-        if r["baseline"] in by_name:
-            r["paired_vs_baseline"] = {"baseline": r["baseline"],
-                                       **paired_difference(per_example[r["name"]], per_example[r["baseline"]])}
-
-
-def targets(records: list[dict]) -> list[dict]:
-    """Issue 16's targets, each met (True/False) or not measured (None).
-
-    The published figures hold for every entry of that model, gated or not; "better than the
-    VAE" compares each VampPrior and IWAE entry with its baseline VAE (same layers).
-    """
-    by_name = {r["name"]: r for r in records}
-    out = []
-    for name, spec in ENTRIES.items():
-        if spec["published"]["nll"] is None:
-            continue
-        r = by_name.get(name)
-        out.append({"target": f"{name} within 1 nat of the published {spec['published']['nll']:.2f}",
-                    "met": None if r is None else abs(r["gap_to_published"]) <= 1.0,
-                    "value": None if r is None else r["gap_to_published"]})
-    # The VampPrior must win by more than two paired standard errors, IWAE at all (issue 16).
-    for name, need_two_se in (("vamp", True), ("vamp-gated", True), ("iwae5", False), ("iwae5-gated", False)):
-        what = (f"{name} better than {baseline(name)}"
-                + (f" by more than {SIGNIFICANCE_STDERRS:g} paired standard errors" if need_two_se else ""))
-        paired = by_name.get(name, {}).get("paired_vs_baseline")
-        met = None
-        if paired is not None:
-            stderr = paired["stderr"] or 0.0
-            met = paired["difference"] > (SIGNIFICANCE_STDERRS * stderr if need_two_se else 0.0)
-        out.append({"target": what, "met": met, "value": None if paired is None else paired["difference"]})
-    return out
-
-
-def print_table(records: list[dict]) -> None:
-    header = (f"{'entry':<15} {'published NLL':>15} {'obtained NLL':>16} {'gap':>7} {'vs baseline (paired)':>28} "
-              f"{'epochs (best)':>14} {'budget':>6} {'K':>5} {'n':>6}  how")
-    print(header)
-    print("-" * len(header))
-    for r in records:
-        pub, paired = r["published"], r["paired_vs_baseline"]
-        vs = "-" if paired is None else f"{fmt(paired['difference'], paired['stderr'])} ({paired['baseline']})"
-        stop = "early" if r["stopped_early"] else "cap"
-        print(f"{r['name']:<15} {fmt(pub['nll'], pub['plus_minus']):>15} {fmt(r['nll'], r['nll_stderr']):>16} "
-              f"{fmt(r['gap_to_published'], None):>7} {vs:>28} "
-              f"{r['epochs']:>6} ({r['best_epoch'] if r['best_epoch'] is not None else '-':>5}) "
-              f"{r['config']['epoch_budget']:>6} {r['samples']:>5} {r['test_examples']:>6}  {stop}, {r['action']}")
-    for row in NOT_RUN:
-        print(f"{row['name']:<15} {fmt(row['published']['nll'], row['published']['plus_minus']):>15} "
-              f"{'not run':>16}  ({row['reason']})")
-    print("NLL in nats per test image (lower is better), ± one standard error; 'vs baseline': the baseline VAE's "
-          "NLL minus the entry's on the same images (positive: better than that VAE; vae-gated for gated entries).")
 
 
 def check_results_path(path: Path, parser: argparse.ArgumentParser) -> None:

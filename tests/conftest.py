@@ -64,7 +64,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 def bench():
     """benchmarks/reproduce.py as a module, imported from its file (it imports its neighbour ``common``)."""
     before = {name: sys.modules.get(name) for name in ("common", "reproduce", "reproduce_entries",
-                                                              "reproduce_runs", "reproduce_cost")}
+                                                              "reproduce_runs", "reproduce_cost", "reproduce_results")}
     sys.path.insert(0, str(BENCHMARKS))
     try:
         spec = importlib.util.spec_from_file_location("reproduce", BENCHMARKS / "reproduce.py")
