@@ -259,7 +259,7 @@ def test_streamed_data_is_sharded_per_process(tmp_path):
         for name, tensor in states[0].items():
             assert torch.equal(tensor, states[1][name]), (mode, name)
     # The Dataset's shards are the in-memory path's: the permutation seeded by (seed, epoch).
-    expected = [distributed.shard_indices(21, 2, 0, torch.Generator().manual_seed(distributed._seed(0, e, 0)))
+    expected = [distributed.shard_indices(21, 2, 0, torch.Generator().manual_seed(distributed.epoch_order_seed(0, e)))
                 for e in (1, 2)]
     assert ranks[0]["dataset"]["seen"] == torch.cat(expected).tolist()
     for r in ranks:

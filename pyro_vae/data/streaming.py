@@ -21,7 +21,7 @@ protocol with an ``npz:`` file or a ``folder:``). Streamed batches draw their or
 torch's global generator (a DataLoader's default sampler does), which ``fit`` seeds and its
 checkpoints save, so a seeded run is reproducible, with or without worker processes. Under
 torchrun each process streams its own shard (see
-:func:`pyro_vae.inference.distributed.streamed_loader`).
+:mod:`pyro_vae.inference.streamed_shards`).
 
 Example
 -------

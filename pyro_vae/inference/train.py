@@ -58,6 +58,7 @@ from .optim import (  # noqa: F401
     total_grad_norm,
 )
 from .state import Callback, FitResult, NonFiniteLossError, StepInfo, TrainState, _checkpoint_note  # noqa: F401
+from .streamed_shards import streamed_loader
 
 
 def validate_training_data(model, data) -> None:
@@ -109,7 +110,7 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
         ``(n, C, H, W)``, an ``(x, y)`` pair or a ``TensorDataset`` trains on the device as
         a DataSplits does; a torch Dataset or a DataLoader is streamed, one batch moved to the
         device at a time (under torchrun, this process's shard: a DataLoader needs a
-        ``DistributedSampler``, see :func:`~pyro_vae.inference.distributed.streamed_loader`).
+        ``DistributedSampler``, see :mod:`~pyro_vae.inference.streamed_shards`).
         Such data is all training data, used as given (no held-out evaluation, no
         binarization): see :mod:`pyro_vae.data.streaming`.
     config : TrainConfig
@@ -165,7 +166,7 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     device = distributed.setup(device)
     world, main = distributed.world_size(), distributed.is_main_process()
     if loader is not None:  # under torchrun: this process's shard (refused where it cannot be cut)
-        loader = distributed.streamed_loader(original, loader, config.batch_size, config.seed)
+        loader = streamed_loader(original, loader, config.batch_size, config.seed)
     model.to(device=device, dtype=DTYPES[config.dtype])
     if data is not None:
         data = data.to(device=device, dtype=DTYPES[config.dtype])
