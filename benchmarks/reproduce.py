@@ -109,7 +109,7 @@ from pathlib import Path
 import pyro
 import torch
 from common import FASHION_DIR  # benchmarks/common.py (puts pyro_vae on the path)
-from reproduce_cost import COST_HEADER, COST_SIZES, SMOKE_COST_SIZES, measure_costs
+from reproduce_cost import COST_HEADER, COST_SIZES, SMOKE_COST_SIZES, load_entry_data, measure_costs
 from reproduce_entries import (  # noqa: F401  (baseline, UNGATED_DIFFERENCE: read by tests from this module)
     ENTRIES,
     NOT_RUN,
@@ -225,10 +225,15 @@ def check_results_path(path: Path, parser: argparse.ArgumentParser) -> None:
 
 def write_costs(args, argv, names: list[str], *, dataset: str, eval_samples: int, path: Path) -> dict:
     """``--cost``: measure, print and write each entry's cost (benchmarks/reproduce_cost.py)."""
+    try:  # a missing or damaged data set is the user's to fix: one line, exit 2
+        data = load_entry_data(names[0], dataset=dataset, data_dir=args.data_dir)
+    except (ValueError, OSError) as err:
+        print(f"reproduce.py: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(COST_HEADER)
     rows = measure_costs(names, dataset=dataset, data_dir=args.data_dir, device=args.device, seed=args.seed,
                          sizes=SMOKE_COST_SIZES if args.smoke else COST_SIZES, eval_samples=eval_samples,
-                         report=lambda line: print(line, flush=True))
+                         data=data, report=lambda line: print(line, flush=True))
     commit, dirty = git_commit()
     results = {"commit": commit, "commit_dirty": dirty, "command": _command(argv), "smoke": args.smoke,
                "dataset": dataset, "machine": machine_description(args.device), "entries": rows}

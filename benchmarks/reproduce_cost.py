@@ -124,11 +124,17 @@ def measure_entry(name: str, *, dataset: str, data_dir: str | None, device: str 
     }
 
 
+def load_entry_data(name: str, *, dataset: str, data_dir: str | None):
+    """The data set entry ``name`` trains on (all entries share it): a DataSplits."""
+    return load_dataset(run_config(name, dataset=dataset, epochs=1, eval_samples=1, seed=0, device=None,
+                                   data_dir=data_dir, progress=False).data)
+
+
 def measure_costs(names: list[str], *, dataset: str, data_dir: str | None, device: str | None, seed: int,
-                  sizes: dict, eval_samples: int, report=print) -> list[dict]:
-    """:func:`measure_entry` for each of ``names`` on one loaded data set, reporting each row as it comes."""
-    data = load_dataset(run_config(names[0], dataset=dataset, epochs=1, eval_samples=eval_samples, seed=seed,
-                                   device=device, data_dir=data_dir, progress=False).data)
+                  sizes: dict, eval_samples: int, data=None, report=print) -> list[dict]:
+    """:func:`measure_entry` for each of ``names`` on one loaded data set (``data``, else loaded
+    here), reporting each row as it comes."""
+    data = load_entry_data(names[0], dataset=dataset, data_dir=data_dir) if data is None else data
     rows = []
     for name in names:
         rows.append(measure_entry(name, dataset=dataset, data_dir=data_dir, device=device, seed=seed,

@@ -263,3 +263,15 @@ def test_cost_measures_every_entry_and_scales_it_to_the_literatures_sizes(bench,
     out = capsys.readouterr().out
     assert out.splitlines()[0] == bench.COST_HEADER and f"costs: {path}" in out
     assert not (tmp_path / "home").exists()
+
+
+def test_cost_without_its_data_set_exits_with_one_line(bench, tmp_path, monkeypatch, capsys):
+    def missing(name, **kwargs):
+        raise ValueError("dataset 'fashion-mnist': no IDX files in /nowhere")
+
+    monkeypatch.setattr(bench, "load_entry_data", missing)
+    with pytest.raises(SystemExit) as caught:
+        bench.main(["--cost", "--only", "vae", "--results", str(tmp_path / "cost.json")])
+    assert caught.value.code == 2
+    assert capsys.readouterr().err == "reproduce.py: error: dataset 'fashion-mnist': no IDX files in /nowhere\n"
+    assert not (tmp_path / "cost.json").exists()
