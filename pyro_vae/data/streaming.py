@@ -26,7 +26,7 @@ torchrun each process streams its own shard (see
 Example
 -------
 >>> import torch
->>> from torch.utils.data import DataLoader, TensorDataset
+>>> from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 >>> from pyro_vae.data.streaming import batches
 >>> x = torch.bernoulli(torch.full((10, 1, 4, 4), 0.5))
 >>> [tuple(b[0].shape) for b in batches(DataLoader(TensorDataset(x), batch_size=4))]
@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 from torch.utils.data import Dataset as TorchDataset
 
 from .dataset import DataSplits
@@ -117,7 +117,12 @@ def as_loader(data, batch_size: int, *, shuffle: bool = True, pin_memory: bool =
     """A DataLoader over ``data``: itself if it is one, a new one over a torch Dataset, else None."""
     if isinstance(data, DataLoader):
         return data
+    if isinstance(data, IterableDataset):  # its own order: nothing to shuffle
+        return DataLoader(data, batch_size=batch_size, pin_memory=pin_memory)
     if isinstance(data, TorchDataset) and not isinstance(data, TensorDataset):
+        if shuffle and not hasattr(data, "__len__"):
+            raise ValueError(f"data: a map-style torch Dataset ({type(data).__name__}) needs __len__ to be "
+                             f"shuffled; define it, or give an IterableDataset or a DataLoader")
         return DataLoader(data, batch_size=batch_size, shuffle=shuffle, pin_memory=pin_memory)
     return None
 

@@ -169,7 +169,7 @@ def barrier() -> None:
         dist.barrier(device_ids=[torch.cuda.current_device()] if on_gpu else None)
 
 
-def _collective_device() -> torch.device:
+def collective_device() -> torch.device:
     """Where tensors of collectives live: the current CUDA device for nccl, else the CPU."""
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
@@ -187,7 +187,7 @@ def _run(fn: Callable, main_only: bool):
         except (ValueError, TypeError, OSError) as err:  # what the CLI reports as a usage error
             error = err
     message = [None if error is None else f"{error}"]
-    dist.broadcast_object_list(message, src=0, device=_collective_device())
+    dist.broadcast_object_list(message, src=0, device=collective_device())
     if error is not None:
         raise error
     if message[0] is not None:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
@@ -70,28 +71,52 @@ def streamed_loader(data, loader: DataLoader, batch_size: int, seed: int) -> Dat
       would read the whole data set, and processes with different numbers of batches
       deadlock DDP;
     - an IterableDataset is refused for the same reason.
+
+    The loaders' numbers of batches are then compared across the processes (one all-reduce):
+    a difference is refused on every process.
     """
     world, rank = distributed.world_size(), distributed.rank()
     if world == 1:
         return loader
     if isinstance(data, DataLoader):
         sampler = data.sampler
-        if not isinstance(sampler, DistributedSampler) or not isinstance(data.batch_sampler, BatchSampler):
+        # batch_sampler is None without automatic batching (batch_size=None): each item a batch.
+        custom_batches = data.batch_sampler is not None and not isinstance(data.batch_sampler, BatchSampler)
+        if not isinstance(sampler, DistributedSampler) or custom_batches:
             raise ValueError(
                 f"under torchrun a DataLoader must shard its data per process: build it with "
                 f"sampler=DistributedSampler(dataset) (got sampler {type(sampler).__name__}"
-                f"{'' if isinstance(data.batch_sampler, BatchSampler) else ' and a custom batch_sampler'}), "
+                f"{' and a custom batch_sampler' if custom_batches else ''}), "
                 f"or pass the Dataset itself and pyro-vae shards it")
         if (sampler.num_replicas, sampler.rank) != (world, rank):
             raise ValueError(
                 f"the DataLoader's DistributedSampler has num_replicas={sampler.num_replicas}, "
                 f"rank={sampler.rank}, but this process is rank {rank} of {world}; build it "
                 f"inside the torchrun processes with the defaults (DistributedSampler(dataset))")
-        return data
-    if isinstance(data, IterableDataset) or not hasattr(data, "__len__"):
+        sharded = data
+    elif isinstance(data, IterableDataset) or not hasattr(data, "__len__"):
         raise ValueError(
             f"under torchrun an iterable-style dataset ({type(data).__name__}) cannot be sharded "
             f"so that every process takes as many steps; give a map-style Dataset (with __len__ "
             f"and __getitem__), or a DataLoader with a DistributedSampler")
-    return DataLoader(data, batch_size=batch_size, sampler=ShardSampler(len(data), seed),
-                      pin_memory=loader.pin_memory)
+    else:
+        sharded = DataLoader(data, batch_size=batch_size, sampler=ShardSampler(len(data), seed),
+                             pin_memory=loader.pin_memory)
+    _check_same_length(sharded)
+    return sharded
+
+
+def _check_same_length(loader: DataLoader) -> None:
+    """Refuse, on every process, loaders whose numbers of batches per epoch differ across the
+    processes (e.g. a different data set on each): DDP would wait forever at the first extra step."""
+    if not distributed.is_active():
+        return
+    batches = torch.tensor([len(loader)] * 2, dtype=torch.int64, device=distributed.collective_device())
+    batches[1] = -batches[1]  # one all-reduce of (max, -min)
+    dist.all_reduce(batches, op=dist.ReduceOp.MAX)
+    most, fewest = int(batches[0]), -int(batches[1])
+    if most != fewest:
+        raise ValueError(
+            f"under torchrun every process must take as many steps per epoch, but the processes' "
+            f"loaders hold from {fewest} to {most} batches (this one {len(loader)}); give every "
+            f"process the same data set")
