@@ -300,3 +300,52 @@ def test_the_old_name_dataset_still_works_and_warns():
         with pytest.raises(AttributeError, match="has no attribute 'Datasets'"):
             module.Datasets  # noqa: B018
     assert "Dataset" not in pyro_vae.__all__ and "DataSplits" in pyro_vae.data.__all__
+
+
+# --------------------------------------------------------------------------- labels already on a device
+
+
+def _labelled_loader(bad_batch: int | None, value: int = 5):
+    """16 items of 16 pixels, labels 0..2, batches of 4 in order; batch ``bad_batch`` (1-based)
+    holds one label ``value``."""
+    x = torch.bernoulli(torch.full((16, 16), 0.3), generator=torch.Generator().manual_seed(0))
+    y = torch.arange(16) % 3
+    if bad_batch is not None:
+        y[4 * (bad_batch - 1) + 1] = value
+    return DataLoader(TensorDataset(x, y), batch_size=4)  # a DataLoader: streamed
+
+
+def _cvae():
+    torch.manual_seed(0)
+    return CVAE(16, VAEConfig(latent_dim=2, hidden_dims=(8,)), num_classes=3)
+
+
+@pytest.fixture
+def labels_on_device(monkeypatch):
+    """Treat every label tensor as if it lived on a GPU: the check waits for the epoch's end."""
+    monkeypatch.setattr("pyro_vae.data.streaming._labels_on_device", lambda y: True)
+
+
+@pytest.mark.parametrize(("value", "seen"), [(5, "[1, 5]"), (-1, "[-1, 2]")])  # batch 3 is [2, value, 1, 2]
+def test_device_labels_out_of_range_are_reported_at_the_epochs_end_naming_the_batch(labels_on_device, value, seen):
+    # Without the clamp the bad label would reach one_hot mid-epoch (a RuntimeError on the CPU,
+    # a device-side assert on a GPU); with it the epoch ends and one line names the batch.
+    with pytest.raises(ValueError) as caught:
+        fit(_cvae(), _labelled_loader(bad_batch=3, value=value), TrainConfig(epochs=1, batch_size=4, progress=False))
+    assert str(caught.value) == f"epoch 1, batch 3: labels must lie in [0, 2], got values in {seen}"
+
+
+def test_device_labels_in_the_first_batch_are_checked_at_once(labels_on_device):
+    with pytest.raises(ValueError, match=r"batch 1 of the training data"):
+        fit(_cvae(), _labelled_loader(bad_batch=1), TrainConfig(epochs=1, batch_size=4, progress=False))
+
+
+def test_device_labels_in_range_train_exactly_as_host_labels(monkeypatch):
+    config = TrainConfig(epochs=2, batch_size=4, progress=False)
+    host = _cvae()
+    fit(host, _labelled_loader(bad_batch=None), config)
+    monkeypatch.setattr("pyro_vae.data.streaming._labels_on_device", lambda y: True)
+    device = _cvae()
+    fit(device, _labelled_loader(bad_batch=None), config)
+    for (name, a), b in zip(host.state_dict().items(), device.state_dict().values()):
+        assert torch.equal(a, b), name

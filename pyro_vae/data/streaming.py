@@ -157,7 +157,7 @@ def to_model_batch(batch, *, data_dim: int | None = None, device=None, dtype=Non
         raise ValueError(f"{what}: x has {x.shape[1]} values per example but the model expects "
                          f"data_dim {data_dim}")
     y = _checked_labels(y, x.shape[0], what)
-    if label_range is not None and y is not None and y.device.type == "cpu" and y.numel():
+    if label_range is not None and y is not None and not _labels_on_device(y) and y.numel():
         low, high = int(y.min()), int(y.max())
         if low < label_range[0] or high > label_range[1]:
             raise ValueError(f"{what}: labels must lie in [{label_range[0]}, {label_range[1]}], got "
@@ -230,17 +230,34 @@ def loader_length(loader) -> int | None:
         return None
 
 
-def loader_batches(model, loader, device: torch.device, epoch: int, extremes: list):
+def _labels_on_device(y: torch.Tensor) -> bool:
+    """Whether labels live off the CPU, where reading them would stall the device."""
+    return y.device.type != "cpu"
+
+
+def _raw_labels(batch):
+    """The ``y`` of a loader batch as the loader yielded it (None without one)."""
+    if isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[1], torch.Tensor):
+        return batch[1]
+    return None
+
+
+def loader_batches(model, loader, device: torch.device, epoch: int, extremes: list, label_extremes: list):
     """The loader's batches on the model's device and dtype; the epoch's first batch is
     validated as ``fit`` validates a DataSplits (one host sync per epoch), every batch's shape
     and (on the CPU, before they move) labels. ``extremes`` gets each batch's smallest and
     largest pixel, a pair of device tensors (stacked only when read), read once the epoch ends
-    (:func:`check_batch_range`) and when its loss is not finite (:func:`check_finite_batches`)."""
+    (:func:`check_batch_range`) and when its loss is not finite (:func:`check_finite_batches`).
+
+    Labels the loader yields already on a device (a GPU) cannot be checked without a sync:
+    ``label_extremes`` gets ``(batch number, (smallest, largest))`` of each such batch, read
+    once the epoch ends (:func:`check_label_range`), and the labels are clamped into the
+    model's range meanwhile, so that an out-of-range one cannot trip a device-side assert
+    (which would leave a CUDA context unusable) before it is reported."""
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-    classes = getattr(model, "num_classes", None)
-    partial = bool(getattr(model, "partial_labels", False))  # M2: -1 marks an unlabelled row
-    label_range = (-1 if partial else 0, classes - 1) if classes and (model.needs_labels or partial) else None
+    label_range = model_label_range(model)
     for i, batch in enumerate(loader):
+        raw_y = _raw_labels(batch)
         x, y = to_model_batch(batch, data_dim=model.data_dim, device=device, dtype=dtype,
                               what=f"epoch {epoch}, batch {i + 1}", label_range=label_range)
         # The extremes are finite exactly when every pixel is (a NaN propagates into both): one
@@ -251,6 +268,9 @@ def loader_batches(model, loader, device: torch.device, epoch: int, extremes: li
                 raise ValueError(f"model {type(model).__name__} needs labels but the loader's batches "
                                  f"hold no y; yield (x, y)")
             model.validate_data(x, y, name=f"epoch {epoch}, batch 1 of the training data")
+        if label_range is not None and y is not None and y.numel() and _labels_on_device(raw_y):
+            label_extremes.append((i + 1, torch.aminmax(y)))
+            y = y.clamp(*label_range)
         yield x, y
 
 
@@ -272,6 +292,28 @@ def _stacked(extremes: list) -> torch.Tensor:
 def _non_finite(epoch: int, batch: int) -> ValueError:
     return ValueError(f"epoch {epoch}, batch {batch} of the training data contains NaN or Inf values; the "
                       f"loader must yield finite pixels")
+
+
+def check_label_range(label_extremes: list, label_range: tuple[int, int] | None, epoch: int) -> None:
+    """``ValueError`` naming the first batch of the epoch whose device-resident labels fell
+    outside ``label_range`` (``label_extremes``: :func:`loader_batches`'s), one host sync."""
+    if not label_extremes or label_range is None:
+        return
+    ranges = torch.stack([v for _, pair in label_extremes for v in pair]).reshape(-1, 2).cpu()  # (batches, 2)
+    outside = (ranges[:, 0] < label_range[0]) | (ranges[:, 1] > label_range[1])
+    if bool(outside.any()):
+        first = int(outside.nonzero()[0, 0])
+        low, high = (int(v) for v in ranges[first])
+        raise ValueError(f"epoch {epoch}, batch {label_extremes[first][0]}: labels must lie in [{label_range[0]}, "
+                         f"{label_range[1]}], got values in [{low}, {high}]")
+
+
+def model_label_range(model) -> tuple[int, int] | None:
+    """The labels ``model`` accepts, ``(low, high)``: ``[0, C - 1]`` (M2: from -1, unlabelled);
+    None when it reads no labels."""
+    classes = getattr(model, "num_classes", None)
+    partial = bool(getattr(model, "partial_labels", False))  # M2: -1 marks an unlabelled row
+    return (-1 if partial else 0, classes - 1) if classes and (model.needs_labels or partial) else None
 
 
 def check_batch_range(extremes: list, likelihood, epoch: int) -> None:

@@ -32,7 +32,15 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import DataSplits
-from ..data.streaming import check_batch_range, check_finite_batches, loader_batches, loader_length, training_data
+from ..data.streaming import (
+    check_batch_range,
+    check_finite_batches,
+    check_label_range,
+    loader_batches,
+    loader_length,
+    model_label_range,
+    training_data,
+)
 from ..errors import check_instance
 from ..models.base import labels_for
 from . import distributed
@@ -281,12 +289,14 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
     step_norms = []  # per-step gradient norms (before clipping), likewise
     n_seen = 0
     batch_extremes = []  # a DataLoader's per-batch (low, high) pixels, device tensors
+    label_extremes = []  # (batch number, (low, high)) of labels a DataLoader yields on a device
     if not isinstance(data, DataSplits):  # a DataLoader: its batches, checked and moved one by one
         if world > 1:  # this process's RNG stream reseeded from (seed, epoch, rank), as below
             distributed.seed_epoch(config.seed, epoch)
         if callable(getattr(data.sampler, "set_epoch", None)):  # ShardSampler, DistributedSampler
             data.sampler.set_epoch(epoch)
-        batches, num_batches = loader_batches(model, data, device, epoch, batch_extremes), loader_length(data)
+        batches = loader_batches(model, data, device, epoch, batch_extremes, label_extremes)
+        num_batches = loader_length(data)
     elif world > 1:  # this process's shard; its RNG stream reseeded from (seed, epoch, rank)
         distributed.seed_epoch(config.seed, epoch)
         batches, num_batches = distributed.shard_batches(data, config.batch_size, config.seed, epoch)
@@ -339,7 +349,8 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
                     callback.on_step_end(model, state, info)
     if not step_losses:
         raise ValueError(f"the training data yielded no batch in epoch {epoch}; nothing to train on")
-    check_batch_range(batch_extremes, getattr(model, "likelihood", None), epoch)  # before the epoch counts
+    check_label_range(label_extremes, model_label_range(model), epoch)  # before the epoch counts
+    check_batch_range(batch_extremes, getattr(model, "likelihood", None), epoch)
     losses = torch.stack(step_losses)
     if world > 1:  # every rank took as many steps on as many examples: sum step i's loss
         losses = distributed.all_reduce_sum(losses.double())
