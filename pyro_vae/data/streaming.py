@@ -26,7 +26,7 @@ torchrun each process streams its own shard (see
 Example
 -------
 >>> import torch
->>> from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+>>> from torch.utils.data import DataLoader, TensorDataset
 >>> from pyro_vae.data.streaming import batches
 >>> x = torch.bernoulli(torch.full((10, 1, 4, 4), 0.5))
 >>> [tuple(b[0].shape) for b in batches(DataLoader(TensorDataset(x), batch_size=4))]
