@@ -345,7 +345,9 @@ def _check(proc):
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
 
 
-RESUME_SCRIPT = '''
+#: What every torchrun script starts with: imports and a map-style Dataset of x or (x, y) items
+#: that records the indices this process reads.
+SCRIPT_PREAMBLE = '''
 import json, os, sys
 import torch
 import torch.distributed as dist
@@ -356,11 +358,15 @@ from pyro_vae.models import CVAE, VAE, VAEConfig
 
 class Items(Dataset):
     def __init__(self, x, y=None):
-        self.x, self.y = x, y
+        self.x, self.y, self.seen = x, y, []
     def __len__(self):
         return len(self.x)
     def __getitem__(self, i):
+        self.seen.append(int(i))
         return self.x[i] if self.y is None else (self.x[i], self.y[i])
+'''
+
+RESUME_SCRIPT = SCRIPT_PREAMBLE + '''
 
 out, rank = sys.argv[1], int(os.environ["RANK"])
 distributed.setup(torch.device("cpu"))  # a DistributedSampler needs the group
@@ -431,21 +437,7 @@ def test_resumed_streamed_runs_equal_uninterrupted_ones_under_torchrun(tmp_path)
                 assert torch.equal(state[name], tensor), (mode, key, name)
 
 
-FAILING_SCRIPT = '''
-import os, sys
-import torch
-from torch.utils.data import DataLoader, Dataset
-from torch.utils.data.distributed import DistributedSampler
-from pyro_vae.inference import TrainConfig, distributed, fit
-from pyro_vae.models import CVAE, VAE, VAEConfig
-
-class Items(Dataset):
-    def __init__(self, x, y=None):
-        self.x, self.y = x, y
-    def __len__(self):
-        return len(self.x)
-    def __getitem__(self, i):
-        return self.x[i] if self.y is None else (self.x[i], self.y[i])
+FAILING_SCRIPT = SCRIPT_PREAMBLE + '''
 
 mode, rank = sys.argv[2], int(os.environ["RANK"])
 distributed.setup(torch.device("cpu"))
@@ -493,3 +485,60 @@ def test_bad_streamed_data_on_one_rank_ends_the_job_promptly_with_its_line(tmp_p
     assert f"[rank1]: {message}" in proc.stderr, proc.stderr[-3000:]
     assert "finished" not in proc.stdout
     assert seconds < 120
+
+
+SHARDS_SCRIPT = SCRIPT_PREAMBLE + '''
+out, rank = sys.argv[1], int(os.environ["RANK"])
+distributed.setup(torch.device("cpu"))  # a DistributedSampler needs the group
+x = torch.bernoulli(torch.full((21, 16), 0.3), generator=torch.Generator().manual_seed(0))
+record = {}
+for mode in ("dataset", "distributed-sampler", "plain-loader"):
+    data = Items(x)
+    given = {"dataset": data,
+             "distributed-sampler": DataLoader(data, batch_size=8, sampler=DistributedSampler(data, seed=3)),
+             "plain-loader": DataLoader(data, batch_size=8, shuffle=True)}[mode]
+    model = VAE(16, VAEConfig(latent_dim=2, hidden_dims=(8,)))
+    try:
+        result = fit(model, given, TrainConfig(epochs=2, batch_size=8, device="cpu", progress=False))
+    except ValueError as err:
+        record[mode] = {"error": str(err)}
+        continue
+    torch.save(model.state_dict(), os.path.join(out, f"{mode}-rank{rank}.pt"))
+    record[mode] = {"seen": data.seen, "steps": result.steps, "history": result.history}
+with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+    json.dump(record, f)
+distributed.shutdown()
+'''
+
+
+@needs_gloo
+@pytest.mark.slow
+def test_streamed_data_is_sharded_per_process(tmp_path):
+    """In a real group of two: a torch Dataset is cut into per-process shards as a DataSplits
+    is; a DataLoader with a DistributedSampler is used with set_epoch called every epoch; both
+    ranks end with the same parameters; a plain DataLoader (every process would read
+    everything) is refused on every rank with one line."""
+    proc, _ = _torchrun(tmp_path, SHARDS_SCRIPT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for mode in ("dataset", "distributed-sampler"):
+        # 21 items, 2 processes: 11 each per epoch (one seen twice), 2 batches of 8 per epoch.
+        assert [r[mode]["steps"] for r in ranks] == [4, 4], mode
+        assert ranks[0][mode]["history"] == ranks[1][mode]["history"], mode  # the global curve
+        epochs = [[r[mode]["seen"][e * 11:(e + 1) * 11] for r in ranks] for e in range(2)]
+        assert all(len(r[mode]["seen"]) == 22 for r in ranks), mode
+        for shards in epochs:
+            assert set(shards[0]) | set(shards[1]) == set(range(21)), mode  # the epoch is covered
+            assert len(set(shards[0]) & set(shards[1])) <= 1, mode  # disjoint but the wrapped item
+        assert epochs[0][0] != epochs[1][0], mode  # a new order each epoch (set_epoch)
+        states = [torch.load(tmp_path / f"{mode}-rank{r}.pt", weights_only=True) for r in (0, 1)]
+        for name, tensor in states[0].items():
+            assert torch.equal(tensor, states[1][name]), (mode, name)
+    # The Dataset's shards are the in-memory path's: the permutation seeded by (seed, epoch).
+    expected = [distributed.shard_indices(21, 2, 0, torch.Generator().manual_seed(distributed.epoch_order_seed(0, e)))
+                for e in (1, 2)]
+    assert ranks[0]["dataset"]["seen"] == torch.cat(expected).tolist()
+    for r in ranks:
+        assert r["plain-loader"]["error"].startswith(
+            "under torchrun a DataLoader must shard its data per process: build it with "
+            "sampler=DistributedSampler(dataset) (got sampler RandomSampler)")
