@@ -55,6 +55,7 @@ def _train_config(args) -> TrainConfig:
         eval_every=args.eval_every, patience=args.patience, select_on=args.select_on, objective=args.objective,
         particles=args.particles,
         beta=args.beta, kl_warmup=args.kl_warmup, detect_anomaly=args.detect_anomaly or None,
+        flush_denormal=None if args.keep_denormals is None else False,
         optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay,
         clip_grad=args.clip_grad, lr_schedule=args.lr_schedule, lr_min=args.lr_min,
         lr_step_epochs=args.lr_step_epochs, lr_gamma=args.lr_gamma, lr_patience=args.lr_patience,
@@ -67,7 +68,8 @@ def _run_train(args) -> dict:
     if args.resume:
         conflicting = [f"--{k.replace('_', '-')}" for k in (
             *MODEL_OPTIONS, "batch_size", "lr", "seed", "dtype", "objective", "particles",
-            "beta", "kl_warmup", "patience", "select_on", "optimizer", "momentum", "weight_decay", "clip_grad",
+            "beta", "kl_warmup", "keep_denormals", "patience", "select_on", "optimizer", "momentum", "weight_decay",
+            "clip_grad",
             "lr_schedule", "lr_min", "lr_step_epochs", "lr_gamma", "lr_patience", "log",
             "binarize", "data_dir", "subset", "labels_per_class", "test_fraction", "val_fraction", "eval_samples",
             "model", "dataset", "eval_every", "out",

@@ -128,6 +128,9 @@ def _add_shared_options(p, eval_samples: bool = True) -> None:
                         "bound, logged as val_bound)")
     p.add_argument("--detect-anomaly", action="store_true",
                    help="locate the operation behind a NaN loss (torch anomaly mode; slow)")
+    p.add_argument("--keep-denormals", action="store_true", default=None,
+                   help="compute with subnormal floats on the CPU (IEEE arithmetic; slower) instead of "
+                        "flushing them to zero while training (the default)")
     if eval_samples:
         p.add_argument("--eval-samples", type=int,
                        help="importance samples of the final log-likelihood (default: 1000)")

@@ -419,3 +419,43 @@ def test_resume_refuses_a_log_csv_it_did_not_write(tmp_path, capsys, content):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "log.csv' is not a training log pyro-vae wrote" in err
     assert (run / "log.csv").read_bytes() == content
+
+
+# --------------------------------------------------------------------------- subnormal floats
+
+
+def _is_flushed() -> bool:
+    """Whether this thread's CPU treats subnormal floats as zero now."""
+    return (torch.tensor([1e-39], dtype=torch.float32) * 2).item() == 0.0
+
+
+class _FlushProbe(Callback):
+    def __init__(self):
+        self.during = []
+
+    def on_step_end(self, model, state, info):
+        self.during.append(_is_flushed())
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_subnormals_are_flushed_while_training_on_the_cpu_and_not_after(flush):
+    supported = torch.set_flush_denormal(True)
+    torch.set_flush_denormal(False)
+    if flush and not supported:
+        pytest.skip("this CPU cannot flush subnormals")
+    x = torch.bernoulli(torch.full((32, 16), 0.3), generator=torch.Generator().manual_seed(0))
+    probe = _FlushProbe()
+    fit(VAE(16, VAEConfig(latent_dim=2, hidden_dims=(8,))), x,
+        TrainConfig(epochs=2, batch_size=16, progress=False, flush_denormal=flush), callbacks=[probe])
+    assert probe.during == [flush] * 4
+    assert not _is_flushed()  # IEEE arithmetic again once fit returns
+
+
+def test_flush_denormal_must_be_a_bool_and_the_cli_can_keep_them(tmp_path):
+    with pytest.raises(TypeError, match="flush_denormal"):
+        TrainConfig(flush_denormal="no")
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--epochs", "1", "--hidden-dims", "8", "--latent-dim", "2",
+                     "--eval-samples", "2", "--no-progress", "--keep-denormals"]) == 0
+    assert json.loads((out / "config.json").read_text())["train"]["flush_denormal"] is False
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--keep-denormals"]) == 2

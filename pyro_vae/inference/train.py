@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import pyro
 import torch
@@ -260,6 +260,20 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
                      stopped_early=state.stopped_early, stop_requested=stop_requested)
 
 
+@contextmanager
+def flushed_denormals(device: torch.device):
+    """Within the block, subnormal floats count as zero on the CPU (see
+    ``TrainConfig.flush_denormal``); afterwards IEEE arithmetic again. A no-op on other devices
+    and on CPUs without the flag."""
+    if device.type != "cpu" or not torch.set_flush_denormal(True):
+        yield
+        return
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def _is_terminal(stream) -> bool:
     try:
         return bool(stream.isatty())
@@ -306,9 +320,10 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
     bar = tqdm(batches, total=num_batches, desc=f"epoch {epoch}/{config.epochs}",
                disable=not show_progress or progress_lines, leave=False)
     anomaly = torch.autograd.set_detect_anomaly(True) if config.detect_anomaly else nullcontext()
+    flushed = flushed_denormals(device) if config.flush_denormal else nullcontext()
     # Validation off (the data were checked above); no param-store registration (the torch
     # optimizer owns the parameters): both would cost time at every step.
-    with pyro.validation_enabled(False), anomaly, model.optimized_by_torch():
+    with pyro.validation_enabled(False), anomaly, flushed, model.optimized_by_torch():
         for x, y in bar:
             y = labels_for(model, y)
             try:
