@@ -5,10 +5,13 @@ beyond them, its published figure and its known differences from the reference c
 :func:`run_config` turns an entry into the pyro-vae run that trains it. Nothing here trains or
 reads files.
 
-Cost. Not measured here: estimated from the issue's measurement on the development machine
-(2 shared CPU cores) of 6.5 s per epoch of 60,000 images for the 784-300-300-40 VAE at batch
-100 and about 11 minutes for K = 5000 on 10,000 test images, scaled by each model's
-multiply-adds (forward and backward alike), so read them as +-50%:
+Cost. ``reproduce.py --cost`` measures it on the machine at hand (benchmarks/reproduce_cost.py;
+the development machine's figures are in docs/results/fashion-mnist-cost.json and the
+README). The table below is the estimate made before the entries ran, from the issue's
+measurement on the development machine (2 shared CPU cores) of 6.5 s per epoch of 60,000
+images for the 784-300-300-40 VAE at batch 100 and about 11 minutes for K = 5000 on 10,000
+test images, scaled by each model's multiply-adds (forward and backward alike), so read them
+as +-50%:
 
 =========  ==============  ===========================================  ==============
 entry      s per epoch     why                                          K = 5000 eval
