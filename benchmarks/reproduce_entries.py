@@ -34,7 +34,9 @@ iwae5-gated 12.7 s (1 thread each, side by side; iwae5-gated's includes its K = 
 bound), hvae-gated 11.8 s and hvae-vamp-gated 25.7 s (1 thread each, side by side, with some
 minutes paused or shared with tests); the K = 5000 evaluation took 12.5 minutes for vae-gated
 and 14.7 for vamp, 25.1 for hvae-gated and 26.7 for hvae-vamp-gated (1 thread
-each, side by side).
+each, side by side; 17.3 for hvae-vamp-gated at 504 epochs, beside conv). The conv row
+above was a guess: ``--cost`` measured 26.8 s per epoch and 116 minutes of evaluation for
+conv, 70.4 s and 121 minutes for conv-vamp (one thread): CPU work over a few sessions.
 
 Early stopping ends such runs after several hundred to 2,000 epochs (the pretrained
 dynamic-MNIST run in the Exemplar VAE repository, exemplar prior, stopped at epoch 1,088):
