@@ -33,6 +33,7 @@ bench: install
 	$(PY) benchmarks/train_throughput.py --epochs 10 --subset 10000
 	$(PY) benchmarks/train_throughput.py --suite loader --epochs 8 --subset 10000
 	$(PY) benchmarks/train_throughput.py --suite conv --epochs 7 --subset 4000
+	$(PY) benchmarks/train_throughput.py --suite denormal --epochs 5 --subset 10000 --batch-size 100
 	$(PY) benchmarks/loglik_throughput.py --examples 200 --repeats 5
 	$(PY) benchmarks/train_memory.py --epochs 3
 
