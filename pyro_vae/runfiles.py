@@ -55,6 +55,8 @@ METRICS_SCHEMA = {
         "log_likelihood_samples": Optional(int),
         "exact": bool, "bound": bool, "conditional": bool, "discrete": bool,
         "num_examples": int, "test_set_sha256": NotRequired(str),
+        "reconstruction": NotRequired(Finite), "reconstruction_stderr": NotRequired(_NUMBER),
+        "kl": NotRequired(Finite), "kl_stderr": NotRequired(_NUMBER),
         "classification_accuracy": NotRequired(Finite),
         "latent": NotRequired(dict),
     })),
@@ -128,7 +130,9 @@ def write_per_example(run_dir, per_example: dict) -> None:
 
 
 def read_per_example(run_dir, num_examples: int | None = None, means: dict | None = None) -> dict:
-    """``run_dir``'s per-example test values: ``{"elbo": (n,), ["log_likelihood": (n,)]}``.
+    """``run_dir``'s per-example test values: ``{"elbo": (n,), ["reconstruction": (n,),
+    "kl": (n,)], ["log_likelihood": (n,)]}`` (the ELBO's parts where its model has them;
+    older runs' files lack them).
 
     Loaded without pickle and checked against what :func:`write_per_example` writes (known
     keys, float64 vectors of one length, finite, ``num_examples`` long where given, and with
@@ -144,10 +148,10 @@ def read_per_example(run_dir, num_examples: int | None = None, means: dict | Non
     except ValueError as err:
         raise ValueError(f"{str(path)!r} is not a readable per-example file ({err}); run "
                          f"`pyro-vae evaluate {run_dir}` to rewrite it") from err
-    unknown = sorted(set(arrays) - {"elbo", "log_likelihood"})
-    if "elbo" not in arrays or unknown:
-        raise ValueError(f"{str(path)!r} must hold the arrays 'elbo' and optionally "
-                         f"'log_likelihood', got {sorted(arrays)}")
+    unknown = sorted(set(arrays) - {"elbo", "reconstruction", "kl", "log_likelihood"})
+    if "elbo" not in arrays or unknown or ("kl" in arrays) != ("reconstruction" in arrays):
+        raise ValueError(f"{str(path)!r} must hold the arrays 'elbo' and optionally 'reconstruction' "
+                         f"with 'kl' and 'log_likelihood', got {sorted(arrays)}")
     expected = num_examples if num_examples is not None else arrays["elbo"].shape[0]
     for key, values in arrays.items():
         if values.dtype != np.float64 or values.shape != (expected,):

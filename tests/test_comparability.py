@@ -162,8 +162,10 @@ def test_fingerprint_is_dtype_independent_but_value_sensitive():
 def test_per_example_file_matches_the_reported_numbers(runs, name):
     test = _metrics(runs[name])["test"]
     values = read_per_example(runs[name], test["num_examples"])
-    assert sorted(values) == ["elbo", "log_likelihood"]
-    for key in ("elbo", "log_likelihood"):
+    assert sorted(values) == ["elbo", "kl", "log_likelihood", "reconstruction"]
+    # the ELBO's parts, image by image and on average
+    np.testing.assert_allclose(values["reconstruction"] - values["kl"], values["elbo"], rtol=1e-6, atol=1e-4)
+    for key in ("elbo", "log_likelihood", "reconstruction", "kl"):
         assert values[key].dtype == np.float64 and values[key].shape == (test["num_examples"],)
         # float32 runs average in float32: agreement to float32 rounding
         assert values[key].mean() == pytest.approx(test[key], rel=1e-6, abs=0)

@@ -44,7 +44,8 @@ def test_tensor_pair_and_tensordataset_train_exactly_as_a_dataset(binary_digits)
     for data in (x, x.reshape(-1, 1, 8, 8), (x, None), TensorDataset(x)):
         params, _ = _trained(data)
         assert torch.equal(params, reference)
-    assert [set(r) for r in result.history] == [{"epoch", "train_elbo", "lr", "grad_norm"}] * 2
+    assert [set(r) for r in result.history] == [{"epoch", "train_elbo", "train_reconstruction", "train_kl", "lr",
+                                                 "grad_norm"}] * 2
     with_labels, _ = _trained((x, y), model_cls=CVAE)
     assert torch.equal(with_labels, _trained(TensorDataset(x, y), model_cls=CVAE)[0])
 

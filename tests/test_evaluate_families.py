@@ -223,13 +223,13 @@ def test_log_likelihood_with_large_k_works_in_bounded_chunks(monkeypatch):
     vae = VAE(64, VAEConfig(latent_dim=2, hidden_dims=(8,)))
     x = torch.bernoulli(torch.full((120, 64), 0.3))
     seen = []  # (k, batch) of every call
-    real = importance._log_weights_and_sites  # what the chunk loop calls
+    real = importance._weight_terms  # what the chunk loop calls
 
     def spy(model, xb, yb, num_samples):
         seen.append((num_samples, xb.shape[0]))
         return real(model, xb, yb, num_samples)
 
-    monkeypatch.setattr(importance, "_log_weights_and_sites", spy)
+    monkeypatch.setattr(importance, "_weight_terms", spy)
     est = log_likelihood(vae, x, num_samples=5000, batch_size=50, sample_chunk=100)
     assert est.per_example.shape == (120,) and bool(torch.isfinite(est.per_example).all())
     assert max(k * b for k, b in seen) <= 100 * 50
@@ -300,7 +300,7 @@ def test_inputs_are_checked_once_per_call_and_pyro_validation_is_restored(small_
     x = torch.bernoulli(torch.full((30, 64), 0.3))
     checks, validation_inside = [], []
     real_validate = small_vae.validate_data
-    real_weights = importance._log_weights_and_sites  # what the chunk loop calls
+    real_weights = importance._weight_terms  # what the chunk loop calls
 
     def count(*args, **kwargs):
         checks.append(1)
@@ -311,7 +311,7 @@ def test_inputs_are_checked_once_per_call_and_pyro_validation_is_restored(small_
         return real_weights(*args, **kwargs)
 
     monkeypatch.setattr(small_vae, "validate_data", count)
-    monkeypatch.setattr(importance, "_log_weights_and_sites", spy)
+    monkeypatch.setattr(importance, "_weight_terms", spy)
     assert is_validation_enabled()
     evaluate(small_vae, x, num_samples=40, batch_size=7, sample_chunk=9)
     assert len(checks) == 1  # one check, for both estimates and all 5 x 5 chunks

@@ -278,13 +278,13 @@ class _Injected:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def loss(self, model, x, y=None):
+    def loss_and_parts(self, model, x, y=None):
         self.calls += 1
         self.seen.append(torch.is_anomaly_enabled())
-        loss = self.inner.loss(model, x, y)
+        loss, parts = self.inner.loss_and_parts(model, x, y)
         if self.calls == self.at_call:
             loss = loss * float("nan") if self.kind == "nan-loss" else _NaNGradient.apply(loss)
-        return loss
+        return loss, parts
 
 
 def inject(monkeypatch, at_call: int | None, kind: str = "nan-loss") -> list:

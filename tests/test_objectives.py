@@ -164,13 +164,13 @@ def test_fit_drives_the_warmup_and_passes_beta(monkeypatch, small_digits):
 
     def recording_build(*args, **kwargs):
         objective = real_build(*args, **kwargs)
-        inner = objective.loss
+        inner = objective.loss_and_parts
 
-        def loss(model, x, y=None):
+        def loss_and_parts(model, x, y=None):
             seen.append((objective.epoch, objective.kl_weight))
             return inner(model, x, y)
 
-        objective.loss = loss
+        objective.loss_and_parts = loss_and_parts
         return objective
 
     monkeypatch.setattr(train_module, "build_objective", recording_build)

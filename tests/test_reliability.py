@@ -253,8 +253,8 @@ def _poison_held_out(monkeypatch, at_call: int, value: float) -> list:
 
     def held_out(*args, **kwargs):
         calls.append(1)
-        score = real(*args, **kwargs)
-        return value if len(calls) == at_call else score
+        score, parts = real(*args, **kwargs)
+        return (value, parts) if len(calls) == at_call else (score, parts)
 
     monkeypatch.setattr(train_module, "held_out_elbo", held_out)
     return calls

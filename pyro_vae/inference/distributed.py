@@ -287,18 +287,26 @@ def sharded_mean(fn: Callable, x: torch.Tensor, y: torch.Tensor | None = None) -
     Process ``r`` scores examples ``r, r + W, ...``; sums and counts are added over processes,
     so every rank returns the same number. With one process it is ``fn(x, y).mean()``.
     """
+    return sharded_means(lambda xs, ys: fn(xs, ys)[:, None], x, y, width=1)[0].item()
+
+
+def sharded_means(fn: Callable, x: torch.Tensor, y: torch.Tensor | None = None, *, width: int) -> torch.Tensor:
+    """:func:`sharded_mean` of ``width`` values per example: ``fn`` returns ``(n_shard, width)``,
+    the result is their means ``(width,)`` (float64), the same on every rank."""
     r, w = rank(), world_size()
     xs, ys = x[r::w], None if y is None else y[r::w]
-    total = torch.zeros(2, dtype=torch.float64, device=x.device)  # (sum, count)
+    total = torch.zeros(width + 1, dtype=torch.float64, device=x.device)  # (sums..., count)
     if xs.shape[0]:
-        total[0] = fn(xs, ys).double().sum()
-        total[1] = xs.shape[0]
+        total[:width] = fn(xs, ys).double().sum(0)
+        total[width] = xs.shape[0]
     total = all_reduce_sum(total)
-    return (total[0] / total[1]).item()
+    return total[:width] / total[width]
 
 
 class LossModule(nn.Module):
-    """An objective as a module: ``forward(x, y)`` is ``objective.loss(model, x, y)``.
+    """An objective as a module: ``forward(x, y)`` is ``objective.loss_and_parts(model, x, y)``,
+    the loss and its parts (a dict of detached tensors; see
+    :mod:`pyro_vae.inference.objectives`).
 
     The model is a submodule, so :class:`~torch.nn.parallel.DistributedDataParallel` wrapped
     around this module sees (and averages the gradients of) all of its parameters.
@@ -308,8 +316,9 @@ class LossModule(nn.Module):
     >>> from pyro_vae.models import VAE, VAEConfig
     >>> from pyro_vae.inference.objectives import build_objective
     >>> loss_fn = LossModule(VAE(64, VAEConfig(latent_dim=2, hidden_dims=(8,))), build_objective("elbo"))
-    >>> loss_fn(torch.bernoulli(torch.full((4, 64), 0.5))).shape
-    torch.Size([])
+    >>> loss, parts = loss_fn(torch.bernoulli(torch.full((4, 64), 0.5)))
+    >>> loss.shape, sorted(parts)
+    (torch.Size([]), ['kl', 'reconstruction'])
     """
 
     def __init__(self, model: nn.Module, objective):
@@ -317,8 +326,11 @@ class LossModule(nn.Module):
         self.model = model
         self.objective = objective
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.objective.loss(self.model, x, y)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        loss_and_parts = getattr(self.objective, "loss_and_parts", None)
+        if loss_and_parts is None:  # an objective of its own kind, with a loss alone
+            return self.objective.loss(self.model, x, y), {}
+        return loss_and_parts(self.model, x, y)
 
 
 def wrap(loss_module: LossModule, device: torch.device) -> nn.Module:

@@ -39,10 +39,15 @@ from .importance import GlobalSiteError, log_importance_weights, reduce_log_weig
 
 @dataclass
 class Estimate:
-    """A per-example estimate and its summary (mean and standard error of the mean)."""
+    """A per-example estimate and its summary (mean and standard error of the mean).
+
+    An ELBO's ``parts`` map ``"reconstruction"`` and ``"kl"`` to their per-example values
+    ``(n,)`` (``per_example = reconstruction - kl``); None where there are none (a
+    log-likelihood, M2's label-summed ELBO)."""
 
     per_example: torch.Tensor  # (n,)
     num_samples: int
+    parts: dict | None = None
 
     @property
     def mean(self) -> float:
@@ -146,8 +151,10 @@ def elbo(model, x, y=None, *, num_samples: int = 1, batch_size: int = 1000,
 def _elbo(model, x, y, num_samples, batch_size, sample_chunk) -> Estimate:
     if getattr(model, "sums_out_labels", False):
         return _label_summed(model, x, num_samples, batch_size, sample_chunk, "mean", False)
-    per = reduce_log_weights(model, x, y, num_samples, batch_size, sample_chunk, "mean")
-    return Estimate(per, num_samples)
+    terms = reduce_log_weights(model, x, y, num_samples, batch_size, sample_chunk, "mean_parts")  # (n, 3)
+    # contiguous columns: a strided one would be summed in another order (the last bits differ)
+    elbo_values, reconstruction, kl = terms.T.contiguous()
+    return Estimate(elbo_values, num_samples, parts={"reconstruction": reconstruction, "kl": kl})
 
 
 def _label_summed(model, x, num_samples, batch_size, sample_chunk, reduce, progress) -> Estimate:
@@ -236,8 +243,10 @@ def evaluate(model, x, y=None, *, num_samples: int = 1000, elbo_samples: int = 1
 
     Keys: ``elbo``, ``elbo_stderr``, ``log_likelihood``, ``log_likelihood_stderr``,
     ``log_likelihood_samples``, ``exact``, ``bound``, ``conditional``, ``discrete``,
-    ``num_examples`` and, for densities over grey levels whose integer scale ``pixel_max`` is
-    given (255 for 8-bit images), ``bits_per_dim``. Values are nats per example (log
+    ``num_examples``; the ELBO's two terms ``reconstruction`` (E_q[log p(x | z)]) and ``kl``
+    (E_q[log q(z | x) - log p(z)]), each with its ``_stderr``, where the model's ELBO has
+    them (all but M2's, whose label is summed out); and, for densities over grey levels whose
+    integer scale ``pixel_max`` is given (255 for 8-bit images), ``bits_per_dim``. Values are nats per example (log
     scale, higher is better); ``log_likelihood`` is ``None`` when the model has no estimate
     (a point-mass guide), a standard error ``None`` for a single example.
     :func:`evaluate_per_example` also returns the per-example values.
@@ -252,9 +261,9 @@ def evaluate_per_example(model, x, y=None, *, num_samples: int = 1000, elbo_samp
                          pixel_max: int | None = None) -> tuple[dict, dict]:
     """:func:`evaluate`'s ``test`` object and the per-example values behind it.
 
-    The second item maps ``"elbo"`` and (where the model has an estimate)
-    ``"log_likelihood"`` to float64 CPU tensors of shape ``(n,)``: what paired comparisons
-    of two models on the same test set need.
+    The second item maps ``"elbo"``, where they exist the ELBO's ``"reconstruction"`` and
+    ``"kl"``, and (where the model has an estimate) ``"log_likelihood"`` to float64 CPU
+    tensors of shape ``(n,)``: what paired comparisons of two models on the same test set need.
     """
     _check_counts(num_samples, batch_size, sample_chunk)
     check_positive_int("elbo_samples", elbo_samples)
@@ -281,6 +290,10 @@ def evaluate_per_example(model, x, y=None, *, num_samples: int = 1000, elbo_samp
             "num_examples": int(x.shape[0]),
         }
         per_example = {"elbo": elbo_est.per_example.detach().to("cpu", torch.float64)}
+        for name, values in (elbo_est.parts or {}).items():
+            part = Estimate(values, elbo_samples)
+            result[name], result[f"{name}_stderr"] = part.mean, part.stderr
+            per_example[name] = values.detach().to("cpu", torch.float64)
         if model.is_bound:
             with torch.no_grad():
                 ll = _log_likelihood(model, x, y, num_samples, batch_size, sample_chunk, progress)
@@ -298,10 +311,14 @@ def _streamed(score, data, y, batch_size: int, num_samples: int) -> Estimate:
     """``score(x, y) -> Estimate`` over the batches of a torch Dataset or DataLoader, concatenated."""
     if y is not None:
         raise ValueError("y must be None when x is a torch Dataset or DataLoader: its batches carry the labels")
-    parts = [score(xb, yb).per_example for xb, yb in batches(data, batch_size)]
-    if not parts:
+    estimates = [score(xb, yb) for xb, yb in batches(data, batch_size)]
+    if not estimates:
         raise ValueError("x (a torch Dataset or DataLoader) yielded no examples; nothing to evaluate")
-    return Estimate(per_example=torch.cat(parts), num_samples=num_samples)
+    parts = None
+    if estimates[0].parts is not None:
+        parts = {name: torch.cat([e.parts[name] for e in estimates]) for name in estimates[0].parts}
+    return Estimate(per_example=torch.cat([e.per_example for e in estimates]), num_samples=num_samples,
+                    parts=parts)
 
 
 def _streamed_evaluation(model, data, y, **options) -> tuple[dict, dict]:

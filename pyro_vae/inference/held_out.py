@@ -17,14 +17,26 @@ from .evaluate import _elbo, _log_likelihood
 
 
 @torch.no_grad()
-def held_out_elbo(model, x, y, world: int) -> float:
+def held_out_elbo(model, x, y, world: int) -> tuple[float, dict]:
     """The single-sample ELBO of ``x`` (validation or test) with
     :func:`~pyro_vae.inference.evaluate.elbo`'s defaults, without its input checks: fit
-    validated and placed the data once. Under torchrun each rank scores its shard."""
-    def per_example(xs, ys):
-        return _elbo(model, xs, ys, num_samples=1, batch_size=1000, sample_chunk=100).per_example
+    validated and placed the data once. Under torchrun each rank scores its shard.
 
-    return _held_out_mean(per_example, x, y, world)
+    Returns ``(elbo, parts)``: the mean ELBO per example and its parts' means from the same
+    draws, ``{"reconstruction": ..., "kl": ...}`` (``{}`` for a model whose ELBO has none)."""
+    # M2's ELBO sums its label out: no parts (evaluate._label_summed); every other model's has two.
+    names = [] if getattr(model, "sums_out_labels", False) else ["reconstruction", "kl"]
+
+    def per_example(xs, ys):  # (n_shard, 1 + len(names)): the ELBO, then its parts
+        estimate = _elbo(model, xs, ys, num_samples=1, batch_size=1000, sample_chunk=100)
+        return torch.stack([estimate.per_example, *(estimate.parts[name] for name in names)], -1)
+
+    if world > 1:
+        means = distributed.sharded_means(per_example, x, y, width=1 + len(names))
+    else:
+        means = per_example(x, y).double().mean(0)
+    means = means.tolist()
+    return means[0], dict(zip(names, means[1:]))
 
 
 @torch.no_grad()

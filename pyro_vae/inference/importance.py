@@ -55,6 +55,19 @@ def log_importance_weights(model, x: torch.Tensor, y: torch.Tensor | None = None
 
 def _log_weights_and_sites(model, x, y, num_samples):
     """``(log_w, sites)``: :func:`log_importance_weights` and the sites it was computed from."""
+    observed, latent, sites = _weight_terms(model, x, y, num_samples)
+    return observed + latent, sites
+
+
+def _weight_terms(model, x, y, num_samples):
+    """``(observed, latent, sites)``: ``log w`` split as ``observed + latent``, each ``(K, batch)``.
+
+    ``observed`` sums the observed sites' log-densities (the model's ``log p(x | z)`` and any
+    other observed site, less a guide's observed sites), ``latent`` the latent sites' (the
+    model's ``log p(z)`` less the guide's ``log q(z | x)``): the ELBO's reconstruction term is
+    the mean of ``observed`` over k, its KL term minus the mean of ``latent``. A KL weight
+    multiplies ``latent`` alone (see :mod:`pyro_vae.inference.objectives`).
+    """
     guide, generative = model.guide, model.model
     if num_samples > 1:  # K = 1 draws the same numbers without the plate's bookkeeping
         guide = _with_sample_plate(guide, num_samples, x.device)
@@ -63,13 +76,22 @@ def _log_weights_and_sites(model, x, y, num_samples):
     _check_per_example(guide_sites, "guide", model)
     model_sites = record_sites(generative, x, y, replay=guide_sites)
     _check_per_example(model_sites, "model", model)
-    log_p = _sum_log_probs(model_sites)  # (K, batch), (batch,) or broadcastable to them
-    log_q = _sum_log_probs(guide_sites)  # None for an empty guide (latents summed out)
-    if log_p is None:
+    model_observed, model_latent = _sum_log_probs(model_sites)  # (K, batch), (batch,), a scalar or None
+    if model_observed is None and model_latent is None:
         raise ValueError(f"{type(model).__name__}.model has no sample site; it must observe x")
-    log_w = log_p if log_q is None else log_p - log_q
+    guide_observed, guide_latent = _sum_log_probs(guide_sites)  # None for an empty guide (latents summed out)
     shape = (num_samples, x.shape[0])
-    return (log_w if log_w.shape == shape else log_w.expand(shape)), (guide_sites, model_sites)
+    observed = _difference(model_observed, guide_observed, shape, x)
+    latent = _difference(model_latent, guide_latent, shape, x)
+    return observed, latent, (guide_sites, model_sites)
+
+
+def _difference(plus, minus, shape, like: torch.Tensor) -> torch.Tensor:
+    """``plus - minus`` (either may be None: no such site) broadcast to ``shape``."""
+    if plus is None and minus is None:
+        return like.new_zeros(shape)
+    total = -minus if plus is None else plus if minus is None else plus - minus
+    return total if total.shape == shape else total.expand(shape)
 
 
 class GlobalSiteError(ValueError):
@@ -93,18 +115,23 @@ def _check_per_example(sites: dict, which: str, model) -> None:
 
 
 def _sum_log_probs(sites: dict):
-    """Sum of the sites' scaled log-densities (broadcast), or None where there is no site."""
-    total = None
+    """``(observed, latent)``: the sums of the observed and of the latent sites' scaled
+    log-densities (broadcast), each None where there is no such site."""
+    totals = {True: None, False: None}
     for site in scored_sites(sites):
         term = scaled_log_prob(site)
-        total = term if total is None else total + term
-    return total
+        observed = bool(site["is_observed"])
+        totals[observed] = term if totals[observed] is None else totals[observed] + term
+    return totals[True], totals[False]
 
 
 def reduce_log_weights(model, x, y, num_samples, batch_size, sample_chunk, reduce, progress=False):
     """Apply ``reduce`` to ``log w`` chunked over examples and over samples; ``(n,)``.
 
-    ``reduce`` is ``"mean"`` or ``"logmeanexp"`` over the K samples. Memory is bounded by
+    ``reduce`` is ``"mean"`` or ``"logmeanexp"`` over the K samples, or ``"mean_parts"``: the
+    mean over K of ``log w`` and of its two parts, ``(n, 3)`` holding the ELBO, its
+    reconstruction term and its KL term (``elbo = reconstruction - kl``; see
+    :func:`_weight_terms`). Memory is bounded by
     ``batch_size * sample_chunk`` weights (and the network activations for them). Inputs are
     checked by the public callers, once; Pyro's per-distribution argument validation is off
     here (it re-checks every chunk's tensors for nothing: measured in
@@ -126,15 +153,21 @@ def reduce_log_weights(model, x, y, num_samples, batch_size, sample_chunk, reduc
                 # The previous chunk's sites (its decoder output above all) are released only
                 # once this chunk has allocated its own: freed first, glibc would return those
                 # pages to the system and fault them back in on the next chunk.
-                log_w, sites = _log_weights_and_sites(model, xb, yb, k)  # (k, b)
-                pieces.append(log_w.sum(0) if reduce == "mean" else torch.logsumexp(log_w, 0))
+                observed, latent, sites = _weight_terms(model, xb, yb, k)  # (k, b) each
+                log_w = observed + latent
+                if reduce == "logmeanexp":
+                    pieces.append(torch.logsumexp(log_w, 0))
+                elif reduce == "mean":
+                    pieces.append(log_w.sum(0))
+                else:  # (b, 3): the ELBO and its parts, summed over this chunk's draws
+                    pieces.append(torch.stack([log_w.sum(0), observed.sum(0), -latent.sum(0)], -1))
                 done += k
-            stacked = torch.stack(pieces)  # (chunks, b)
-            if reduce == "mean":
-                out.append(stacked.sum(0) / num_samples)
-            else:
+            stacked = torch.stack(pieces)  # (chunks, b) or (chunks, b, 3)
+            if reduce == "logmeanexp":
                 out.append(torch.logsumexp(stacked, 0) - math.log(num_samples))
-            del log_w, sites
+            else:
+                out.append(stacked.sum(0) / num_samples)
+            del log_w, observed, latent, sites
             if x.device.type == "cpu":  # the tensors of a GPU evaluation are not on the C heap
                 release_free_heap()
     return torch.cat(out)

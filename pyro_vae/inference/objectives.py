@@ -2,7 +2,16 @@
 
 An objective's ``loss(model, x, y)`` returns the *sum over the batch* of the negative
 objective (nats), ready for ``backward()``; the training loop divides by the batch size and
-calls ``set_epoch(epoch)`` (1, 2, ...) before each epoch.
+calls ``set_epoch(epoch)`` (1, 2, ...) before each epoch. ``loss_and_parts(model, x, y)``
+returns the same loss and the objective's parts from the same draws, no second pass:
+``{"reconstruction": sum_i E_q[log p(x_i | z)], "kl": sum_i E_q[log q(z | x_i) - log p(z)]}``,
+detached, *unweighted* by beta and warm-up, so that ``reconstruction - kl`` is the ELBO of
+those draws whatever the KL weight (the loop logs their averages per example as
+``train_reconstruction`` and ``train_kl``). The parts come from the importance weights:
+``elbo`` (reparameterized guides, every built-in model but M2) and ``iwae``, whose parts are
+the ELBO's, estimated from its K samples (its objective is not their difference). Objectives
+computed by Pyro's ELBOs (``meanfield``, M2's enumeration, score-function guides) return no
+parts (``{}``).
 
 Registered objectives (:data:`OBJECTIVES`, the names ``--objective`` accepts):
 
@@ -26,8 +35,10 @@ Registered objectives (:data:`OBJECTIVES`, the names ``--objective`` accepts):
 
 KL weighting (beta-VAE, KL warm-up) applies to every objective: ``beta`` and ``kl_warmup``
 multiply the log-densities of all *latent* sample sites, in the model and in the guide, by
-``min(1, epoch / kl_warmup) * beta`` (just ``beta`` when ``kl_warmup`` is 0), through the
-:class:`LatentScaleMessenger` effect handler. For the ELBOs this is
+``min(1, epoch / kl_warmup) * beta`` (just ``beta`` when ``kl_warmup`` is 0): through the
+:class:`LatentScaleMessenger` effect handler for Pyro's ELBOs, and on the latent term of the
+importance weights (:func:`~pyro_vae.inference.importance._weight_terms`, the same sum the
+handler would scale) for ``elbo``'s fast path and ``iwae``. For the ELBOs this is
 ``E[log p(x|z)] - weight * KL``; for IWAE the same weight enters every importance weight,
 ``log w = log p(x|z) + weight * (log p(z) - log q(z|x))`` (the "beta-IWAE"). Observed sites
 (the likelihood) are never scaled, and neither is evaluation, which does not go through
@@ -55,7 +66,7 @@ from pyro.poutine.util import site_is_subsample
 
 from ..errors import check_choice, check_non_negative_int, check_positive_int
 from ..registry import Registry
-from .importance import GlobalSiteError, _log_weights_and_sites
+from .importance import GlobalSiteError, _log_weights_and_sites, _weight_terms
 
 
 def check_kl_weighting(beta, kl_warmup) -> tuple[float, int]:
@@ -127,7 +138,32 @@ class Objective:
 
     def loss(self, model, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Sum over the batch of the negative objective (a scalar tensor with gradients)."""
-        raise NotImplementedError
+        if type(self).loss_and_parts is Objective.loss_and_parts:
+            raise NotImplementedError(f"{type(self).__name__} implements neither loss nor loss_and_parts")
+        return self.loss_and_parts(model, x, y)[0]
+
+    def loss_and_parts(self, model, x: torch.Tensor, y: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`loss` and the objective's parts from the same draws (module docstring):
+        ``(loss, {"reconstruction": ..., "kl": ...})``, the parts detached sums over the
+        batch, or ``(loss, {})`` for an objective that has none. A subclass implements this
+        or :meth:`loss`."""
+        if type(self).loss is Objective.loss:
+            raise NotImplementedError(f"{type(self).__name__} implements neither loss nor loss_and_parts")
+        return self.loss(model, x, y), {}
+
+    def weighted_terms(self, model, x, y, num_samples: int):
+        """``(log_w, parts)``: the KL-weighted importance weights ``observed + kl_weight *
+        latent`` ``(K, batch)`` and the unweighted parts, summed over the batch and averaged
+        over the K samples."""
+        observed, latent, _ = _weight_terms(model, x, y, num_samples)  # (K, batch) each
+        weight = self.kl_weight
+        log_w = observed + latent if weight == 1.0 else observed + weight * latent
+        reconstruction, kl = observed.detach().sum(), -latent.detach().sum()
+        if num_samples > 1:  # sums over the K draws too: their mean per example
+            reconstruction, kl = reconstruction / num_samples, kl / num_samples
+        parts = {"reconstruction": reconstruction, "kl": kl}
+        return log_w, parts
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the loop before each epoch (1, 2, ...); drives the KL warm-up."""
@@ -203,7 +239,7 @@ class IWAEObjective(Objective):
         """K: this objective maximizes the importance-weighted bound of K samples."""
         return self.num_samples
 
-    def loss(self, model, x, y=None):
+    def loss_and_parts(self, model, x, y=None):
         if not getattr(model, "is_bound", True):
             raise ValueError(
                 f"objective 'iwae' needs a guide with a density, but {type(model).__name__} has a "
@@ -211,8 +247,8 @@ class IWAEObjective(Objective):
                 f"train it with objective 'elbo' instead"
             )
         check_sums_out_labels(self.name, model)
-        log_w = _log_weights_and_sites(self.weighted(model), x, y, self.num_samples)[0]  # (K, batch)
-        return -(torch.logsumexp(log_w, dim=0) - math.log(self.num_samples)).sum()
+        log_w, parts = self.weighted_terms(model, x, y, self.num_samples)  # (K, batch)
+        return -(torch.logsumexp(log_w, dim=0) - math.log(self.num_samples)).sum(), parts
 
 
 class TraceELBOObjective(PyroELBOObjective):
@@ -232,6 +268,9 @@ class TraceELBOObjective(PyroELBOObjective):
         self._enum_elbo = None  # TraceEnum_ELBO, built for the first guide with enumerated sites
 
     def loss(self, model, x, y=None):
+        return self.loss_and_parts(model, x, y)[0]
+
+    def loss_and_parts(self, model, x, y=None):
         reparameterized = self._reparameterized.get(model)
         if reparameterized is None:
             reparameterized = self._reparameterized[model] = _fast_path_applies(model, x, y)
@@ -241,14 +280,13 @@ class TraceELBOObjective(PyroELBOObjective):
                     num_particles=self.particles, vectorize_particles=self.particles > 1,
                     max_plate_nesting=1)
             pair = self.weighted(model)
-            return self._enum_elbo.differentiable_loss(pair.model, pair.guide, x, y)
+            return self._enum_elbo.differentiable_loss(pair.model, pair.guide, x, y), {}
         if not reparameterized:
-            return super().loss(model, x, y)
-        # (K, batch); the unchecked form: particles was checked once, this runs every step
-        log_w = _log_weights_and_sites(self.weighted(model), x, y, self.particles)[0]
+            return super().loss(model, x, y), {}
+        log_w, parts = self.weighted_terms(model, x, y, self.particles)  # (K, batch)
         if self.particles == 1:
-            return -log_w.sum()
-        return -log_w.mean(0).sum()
+            return -log_w.sum(), parts
+        return -log_w.mean(0).sum(), parts
 
 
 def _fast_path_applies(model, x, y) -> bool | str:

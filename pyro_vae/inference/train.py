@@ -65,42 +65,10 @@ from .optim import (  # noqa: F401
     clip_gradients,
     total_grad_norm,
 )
+from .progress import is_terminal, progress_line  # noqa: F401  (progress_line: re-exported)
 from .state import Callback, FitResult, NonFiniteLossError, StepInfo, TrainState, _checkpoint_note  # noqa: F401
 from .streamed_shards import streamed_loader
-
-
-def validate_training_data(model, data) -> None:
-    """Raise ``ValueError`` if ``data`` cannot train ``model`` (labels, shapes, pixel support).
-
-    :func:`fit` calls it; a caller may call it earlier, before it commits to anything.
-    """
-    x_test, y_test = data.split("test")  # empty for data given as tensors: then not checked
-    if model.needs_labels and (data.y_train is None or (y_test is None and x_test.shape[0])):
-        raise ValueError(f"model {type(model).__name__} needs labels but dataset {data.name!r} has none")
-    unlabelled = 0 if y_test is None or not y_test.numel() else int((y_test < 0).sum())
-    if unlabelled:
-        raise ValueError(f"{data.name} test data has {unlabelled} unlabelled rows (y = -1); the test "
-                         f"split scores every model and must be fully labelled")
-    if model.needs_labels and data.y_train is not None and data.y_train.numel():
-        unlabelled = int((data.y_train < 0).sum())
-        if unlabelled:
-            raise ValueError(
-                f"model {type(model).__name__} needs every label but {data.name} training data has "
-                f"{unlabelled} unlabelled rows (y = -1); use --model m2 (semi-supervised)")
-    x_train, y_train = data.x_train, data.y_train
-    if data.binarize == "dynamic":
-        # Grey levels are Bernoulli probabilities (False for NaN too); the likelihood then
-        # sees 0/1 draws, so a draw is what it checks.
-        if x_train.numel() and not bool(((x_train >= 0) & (x_train <= 1)).all()):
-            raise ValueError(
-                f"{data.name} training data: dynamic binarization needs grey levels in [0, 1], "
-                f"got values in [{x_train.min().item():.4g}, {x_train.max().item():.4g}]"
-            )
-        x_train = torch.bernoulli(x_train[:1024])
-        y_train = None if y_train is None else y_train[:1024]  # rows matching the checked draw
-    model.validate_data(x_train, y_train, name=f"{data.name} training data")
-    if x_test.shape[0]:
-        model.validate_data(x_test, y_test, name=f"{data.name} test data")
+from .training_data import validate_training_data  # noqa: F401  (re-exported)
 
 
 def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
@@ -214,7 +182,7 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
 
     show_progress = config.progress and main  # other ranks draw no bar and read no loss
     # Not a terminal (a log file, CI): one plain line per epoch instead of a redrawn bar.
-    progress_lines = show_progress and not _is_terminal(sys.stderr)
+    progress_lines = show_progress and not is_terminal(sys.stderr)
     curve_key = training_curve_key(config, model)
     kl_weighted = config.beta != 1 or bool(config.kl_warmup)
     # plateau watches the selection score where it is computed, else the training curve.
@@ -274,13 +242,6 @@ def flushed_denormals(device: torch.device):
         torch.set_flush_denormal(False)
 
 
-def _is_terminal(stream) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):  # no isatty, or a closed stream
-        return False
-
-
 def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held, keys, bound_samples,
                  selecting, world, device, kl_weighted, show_progress, progress_lines, step_callbacks) -> None:
     """One epoch: the steps, the once-per-epoch host read and checks, evaluation, the record.
@@ -300,6 +261,8 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
         group["lr"] = lr
     model.train()
     step_losses = []  # per-step loss tensors, kept on the device until the epoch ends
+    step_parts = []  # per-step (P,) tensors of the objective's parts (sums over the batch), likewise
+    part_names = None  # the parts' names, from the first step
     step_norms = []  # per-step gradient norms (before clipping), likewise
     n_seen = 0
     batch_extremes = []  # a DataLoader's per-batch (low, high) pixels, device tensors
@@ -327,7 +290,7 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
         for x, y in bar:
             y = labels_for(model, y)
             try:
-                loss = loss_fn(x, y)  # sum over the batch of -objective
+                loss, parts = loss_fn(x, y)  # sum over the batch of -objective; its parts
             except torch.linalg.LinAlgError as err:  # e.g. a covariance no longer positive definite
                 raise NonFiniteLossError(
                     f"linear algebra failed at epoch {epoch}, step {len(step_losses) + 1} of the epoch "
@@ -353,6 +316,13 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
                 clip_gradients(params, config.clip_grad, norm)
             optimizer.step()
             step_losses.append(loss.detach())
+            if part_names is None:
+                part_names = tuple(parts)
+            elif tuple(parts) != part_names:
+                raise RuntimeError(f"objective {objective.name!r} returned the parts {sorted(parts)} at step "
+                                   f"{len(step_losses)} of epoch {epoch}, {sorted(part_names)} before")
+            if part_names:
+                step_parts.append(torch.stack([parts[name].detach() for name in part_names]))
             step_norms.append(norm)
             n_seen += x.shape[0]
             if show_progress and not progress_lines and len(step_losses) % 10 == 0:
@@ -367,8 +337,10 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
     check_label_range(label_extremes, model_label_range(model), epoch)  # before the epoch counts
     check_batch_range(batch_extremes, getattr(model, "likelihood", None), epoch)
     losses = torch.stack(step_losses)
+    part_sums = torch.stack(step_parts).double().sum(0) if step_parts else None  # (P,)
     if world > 1:  # every rank took as many steps on as many examples: sum step i's loss
         losses = distributed.all_reduce_sum(losses.double())
+        part_sums = None if part_sums is None else distributed.all_reduce_sum(part_sums)
         n_seen *= world
     finite = torch.isfinite(losses)
     if not bool(finite.all()):
@@ -395,12 +367,18 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
             f"{_checkpoint_note(state)}; rerun with --detect-anomaly to locate the operation"
         )
     record = {"epoch": epoch, curve_key: -losses.sum().item() / n_seen}
+    if part_sums is not None:  # the ELBO's parts per example, unweighted (finite with the loss)
+        for name, total in zip(part_names, part_sums.tolist()):
+            if math.isfinite(total):
+                record[f"train_{name}"] = total / n_seen
     if held is not None and config.eval_every and (epoch % config.eval_every == 0 or epoch == config.epochs):
         model.eval()
         x_held, y_held = held
         with evaluation_rng(config.seed, epoch, device):
             labels = labels_for(model, y_held)
-            record[held_key] = held_out_elbo(model, x_held, labels, world)
+            record[held_key], held_parts = held_out_elbo(model, x_held, labels, world)
+            split = held_key.split("_")[0]  # val or test
+            record.update({f"{split}_{name}": value for name, value in held_parts.items() if math.isfinite(value)})
             if select_key != held_key:
                 record[select_key] = held_out_bound(model, x_held, labels, bound_samples, world)
         for key in dict.fromkeys((held_key, select_key)):
@@ -426,25 +404,3 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
         state.stopped_early = True  # recorded before the checkpoint, so resume knows
     if progress_lines:
         print(progress_line(record, config.epochs, epoch_seconds), file=sys.stderr, flush=True)
-
-
-def progress_line(record: dict, epochs: int, seconds: float) -> str:
-    """The line printed per epoch when stderr is not a terminal.
-
-    Example
-    -------
-    >>> progress_line({"epoch": 3, "train_elbo": -45.123, "test_elbo": -46.0, "lr": 1e-3,
-    ...                "grad_norm": 12.5}, 20, 1.234)
-    'epoch 3/20 train_elbo -45.12 test_elbo -46.00 lr 0.001 grad_norm 12.5 1.23 s'
-    """
-    parts = [f"epoch {record['epoch']}/{epochs}"]
-    for key, value in record.items():
-        if key in ("epoch", "lr", "grad_norm", "kl_weight"):
-            continue
-        parts.append(f"{key} {value:.2f}")
-    parts.append(f"lr {record['lr']:.4g}")
-    if "grad_norm" in record:
-        parts.append(f"grad_norm {record['grad_norm']:.4g}")
-    if "kl_weight" in record:
-        parts.append(f"kl_weight {record['kl_weight']:.4g}")
-    return " ".join(parts) + f" {seconds:.2f} s"
