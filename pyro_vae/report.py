@@ -144,6 +144,10 @@ def _metrics_html(test: dict) -> str:
     if not test:
         return '<p class="note">No test metrics: the run has no metrics.json (it did not finish).</p>'
     rows = [["ELBO (nats per example)", test.get("elbo"), test.get("elbo_stderr")]]
+    if test.get("kl") is not None and test.get("bound") is not False:  # a point mass has no KL term
+        rows += [["its reconstruction term E_q[log p(x | z)]", test["reconstruction"],
+                  test.get("reconstruction_stderr")],
+                 ["its KL term E_q[log q(z | x) - log p(z)]", test["kl"], test.get("kl_stderr")]]
     if test.get("log_likelihood") is not None:
         how = "exact" if test.get("exact") else f"importance sampled, K={test.get('log_likelihood_samples')}"
         rows.append([f"log-likelihood ({how})", test["log_likelihood"], test.get("log_likelihood_stderr")])
@@ -156,10 +160,12 @@ def _metrics_html(test: dict) -> str:
     if test.get("bound") is False:
         what.append("the objective is not a bound on log p(x) (point-mass guide), so no log-likelihood")
     said = "; ".join(what)
-    note = f'<p class="note">Higher is better. {escape(said[:1].upper() + said[1:])}.</p>' if what else \
-        '<p class="note">Higher is better.</p>'
+    higher = "Higher is better for the ELBO and the log-likelihood." if "kl" in test else "Higher is better."
+    note = f'<p class="note">{higher} {escape(said[:1].upper() + said[1:])}.</p>' if what else \
+        f'<p class="note">{higher}</p>'
     rest = {k: v for k, v in test.items() if k not in {
-        "elbo", "elbo_stderr", "log_likelihood", "log_likelihood_stderr"}}
+        "elbo", "elbo_stderr", "log_likelihood", "log_likelihood_stderr", "reconstruction",
+        "reconstruction_stderr", "kl", "kl_stderr"}}
     return table + note + key_value_table(rest, header=("detail", "value"))
 
 

@@ -6,6 +6,7 @@ import io
 import re
 
 import matplotlib.image
+import matplotlib.pyplot
 import numpy as np
 import pytest
 import torch
@@ -422,3 +423,23 @@ def test_a_failing_figure_warns_and_the_others_are_written(digits, tmp_path, mon
         written = plots.write_run_figures(model, digits, [{"epoch": 1, "train_elbo": -40.0}], tmp_path)
     assert sorted(p.stem for p in written) == sorted(k for k in EXPECTED_KINDS["vae"] if k != "kl")
     assert sorted(p.stem for p in tmp_path.glob("*.png")) == sorted(p.stem for p in written)
+
+
+@pytest.mark.parametrize("kl, panels", [(None, 1), ([0.0, 0.0], 1), ([3.0, 2.5], 2)])
+def test_the_curves_figure_adds_a_kl_panel_where_the_history_has_a_kl(monkeypatch, kl, panels):
+    from pyro_vae.plots import training  # noqa: PLC0415
+
+    figures = []
+    monkeypatch.setattr(training, "save", lambda fig, path: figures.append(fig) or path)
+    history = [{"epoch": e, "train_elbo": -40.0 + e, "val_elbo": -41.0 + e} for e in (1, 2)]
+    if kl is not None:
+        for record, value in zip(history, kl):
+            record.update(train_kl=value, val_kl=value / 2)
+    training.plot_curves(history, io.BytesIO())
+    (fig,) = figures
+    assert len(fig.axes) == panels
+    if panels == 2:
+        lines = fig.axes[1].get_lines()
+        assert [list(line.get_ydata()) for line in lines] == [[3.0, 2.5], [1.5, 1.25]]
+        assert [line.get_label() for line in lines] == ["train", "validation"]
+    matplotlib.pyplot.close(fig)

@@ -80,8 +80,13 @@ def test_report_says_what_kind_of_number_it_shows(trained):
     assert "importance sampled, K=10" in text and "Conditional on the label: log p(x | y)" in text
     text = _metrics_html(trained("ppca").metrics()["test"])
     assert "log-likelihood (exact)" in text and "A density, not a probability of the pixels" in text
-    text = _metrics_html({"elbo": -80.0, "elbo_stderr": 0.5, "log_likelihood": None, "bound": False})
-    assert "<td>log-likelihood" not in text
+    test = trained("cvae").metrics()["test"]
+    text = _metrics_html(test)
+    assert f"its KL term E_q[log q(z | x) - log p(z)]</td><td class=\"num\">{test['kl']:.4g}" in text
+    assert ">kl_stderr<" not in text  # in the table, not repeated among the details
+    text = _metrics_html({"elbo": -80.0, "elbo_stderr": 0.5, "log_likelihood": None, "bound": False, "kl": 3.0,
+                          "reconstruction": -77.0})
+    assert "<td>log-likelihood" not in text and "KL term" not in text
     assert "not a bound on log p(x) (point-mass guide), so no log-likelihood" in text
 
 

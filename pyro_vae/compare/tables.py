@@ -68,13 +68,14 @@ def render_markdown(rows: list[dict], out_dir: Path) -> str:
         lines += [", ".join(f for f in facts if f) + ". Lower NLL and -ELBO are better (nats per "
                   "example, ± one standard error). \"vs best\" is the paired difference to the "
                   "group's best row on the same test examples, ± its standard error; (n.s.): "
-                  "within two standard errors, not significant at this test size.", ""]
+                  "within two standard errors, not significant at this test size. KL is the test "
+                  "ELBO's KL term E_q[log q(z|x) - log p(z)] (-ELBO = KL - reconstruction).", ""]
     with_seeds = any(r.get("seeds") for r in rows)
     for group in ("discrete", "conditional", "density"):
         members = ranked([r for r in rows if group_of(r) == group])
         if not members:
             continue
-        header = ["rank", "entry", "model", "NLL", "vs best", "-ELBO", "K", "epochs", "parameters",
+        header = ["rank", "entry", "model", "NLL", "vs best", "-ELBO", "KL", "K", "epochs", "parameters",
                   "train s", "note"]
         if with_seeds:
             header.insert(5, "NLL over seeds")
@@ -86,10 +87,11 @@ def render_markdown(rows: list[dict], out_dir: Path) -> str:
             nll = None if r["log_likelihood"] is None else -r["log_likelihood"]
             note = []
             neg_elbo = _pm(-r["elbo"], r["elbo_stderr"])
+            kl = _pm(r.get("kl"), r.get("kl_stderr"))  # n/a: M2, or a run written before the parts existed
             if not r["bound"]:
                 note.append(f"objective is not a bound on log p(x): no NLL; "
                             f"-log p(x, z*) at the encoded point = {-r['elbo']:.2f}")
-                neg_elbo = "n/a"
+                neg_elbo = kl = "n/a"  # a point mass has no KL term (log q is 0)
             if r["conditional"]:
                 note.append("conditional: log p(x|c)")
             if "bits_per_dim" in r:
@@ -99,7 +101,7 @@ def render_markdown(rows: list[dict], out_dir: Path) -> str:
                             + (", stopped early" if r.get("stopped_early") else ""))
             k = "exact" if r["exact"] else (r["log_likelihood_samples"] or "n/a")
             cells = [str(rank) if nll is not None else "-", r["name"], r["model"],
-                     _pm(nll, r["log_likelihood_stderr"]), paired_cell(r), neg_elbo, str(k),
+                     _pm(nll, r["log_likelihood_stderr"]), paired_cell(r), neg_elbo, kl, str(k),
                      str(r["epochs"]), f"{r['parameters']:,}",
                      "n/a" if r.get("seconds") is None else f"{r['seconds']:.1f}", "; ".join(note)]
             if with_seeds:

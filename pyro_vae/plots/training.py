@@ -17,7 +17,8 @@ from .layout import DPI, new_figure, save
 
 def plot_curves(history: list, path, metrics: dict | None = None):
     """Training curve and validation/test ELBO per epoch (nats per example); the final test
-    log-likelihood if known.
+    log-likelihood if known; below them, where the history has it (``train_kl`` ...), the
+    ELBO's KL term per epoch, in a panel of its own (the figure keeps its size).
 
     The training curve is labelled "training objective" when the run optimized something other
     than the ELBO (beta, KL warm-up, IWAE: the history key ``train_objective``).
@@ -27,7 +28,9 @@ def plot_curves(history: list, path, metrics: dict | None = None):
     the "ELBO" is its exact log-likelihood, and the curve is labelled so.
     """
     fig = new_figure(600 / DPI, 400 / DPI)
-    ax = fig.add_axes([0.14, 0.13, 0.82, 0.78])
+    kl_keys = [key for key in ("train_kl", "val_kl", "test_kl")
+               if any(h.get(key) not in (None, 0) for h in history)]  # PPCA, mixtures: 0 throughout
+    ax = fig.add_axes([0.14, 0.13, 0.82, 0.78] if not kl_keys else [0.14, 0.40, 0.82, 0.52])
     epochs = [h["epoch"] for h in history]
     test = (metrics or {}).get("test") or {}
     if history:
@@ -55,10 +58,27 @@ def plot_curves(history: list, path, metrics: dict | None = None):
                 label=f"final test log p(x) ({how}): {test['log_likelihood']:.2f}")
     if not history and not test:
         ax.text(0.5, 0.5, "no training history", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("epoch")
+    ax.set_xlabel("epoch" if not kl_keys else "")
     ax.set_ylabel("nats per example")
     ax.set_title("training curve (higher is better)", fontsize=10)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7 if kl_keys else 8)
     ax.grid(alpha=0.3)
+    if kl_keys:
+        _plot_kl(fig.add_axes([0.14, 0.10, 0.82, 0.22], sharex=ax), history, kl_keys)
     return save(fig, path)
+
+
+def _plot_kl(ax, history: list, keys: list) -> None:
+    """The ELBO's KL term per epoch (unweighted: what beta and warm-up multiply)."""
+    names = {"train_kl": "train", "val_kl": "validation", "test_kl": "test"}
+    for i, key in enumerate(keys):
+        scored = [h for h in history if h.get(key) is not None]
+        style = "-" if key == "train_kl" else "o-"
+        ax.plot([h["epoch"] for h in scored], [h[key] for h in scored], style, ms=3, color=f"C{i}",
+                label=names[key])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("KL term", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, ncol=len(keys), loc="best")
+    ax.grid(alpha=0.3)
