@@ -31,10 +31,12 @@ from .rundir_lock import LOCK_FILE
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, FIGURES_DIR = (
     "config.json", "metrics.json", "checkpoint.pt", "figures")
 BEST_FILE, PER_EXAMPLE_FILE = "best.pt", "test_per_example.npz"
+#: A long final evaluation's progress (pyro_vae.evaluation_progress), removed once it is written.
+PARTIAL_EVAL_FILE = "evaluation.partial.npz"
 #: Written by the loggers of ``--log csv`` and ``--log tensorboard`` (a directory).
 LOG_FILE, TENSORBOARD_DIR = "log.csv", "tensorboard"
 #: What a run directory may hold; an overwrite removes these and nothing else.
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, BEST_FILE, PER_EXAMPLE_FILE, LOG_FILE)
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, BEST_FILE, PER_EXAMPLE_FILE, LOG_FILE, PARTIAL_EVAL_FILE)
 
 _NUMBER = Optional(Finite)
 #: What :func:`pyro_vae.runs.train_run` writes to metrics.json (older runs lack some keys).

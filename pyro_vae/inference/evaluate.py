@@ -222,7 +222,11 @@ def log_likelihood(model, x, y=None, *, num_samples: int = 1000, batch_size: int
     return _log_likelihood(model, x, y, num_samples, batch_size, sample_chunk, progress)
 
 
-def _log_likelihood(model, x, y, num_samples, batch_size, sample_chunk, progress) -> Estimate:
+def _log_likelihood(model, x, y, num_samples, batch_size, sample_chunk, progress, *, done=None,
+                    on_batch=None) -> Estimate:
+    """:func:`log_likelihood` without its checks. ``done`` holds the values of the first
+    examples (whole batches) that an earlier call finished, ``on_batch(values)`` is told the
+    values so far after each batch (neither for a model that sums out its label: M2)."""
     if not model.is_bound:
         raise ValueError(
             f"{type(model).__name__} with a point-mass guide has no likelihood estimate: "
@@ -232,8 +236,12 @@ def _log_likelihood(model, x, y, num_samples, batch_size, sample_chunk, progress
         num_samples = 1
     if getattr(model, "sums_out_labels", False):
         return _label_summed(model, x, num_samples, batch_size, sample_chunk, "logmeanexp", progress)
-    per = reduce_log_weights(model, x, y, num_samples, batch_size, sample_chunk, "logmeanexp", progress)
-    return Estimate(per, num_samples)
+    start = 0 if done is None else done.shape[0]
+    report = None if on_batch is None else (
+        lambda values: on_batch(values if done is None else torch.cat([done, values])))
+    per = reduce_log_weights(model, x, y, num_samples, batch_size, sample_chunk, "logmeanexp", progress,
+                             start=start, on_batch=report)
+    return Estimate(per if done is None else torch.cat([done, per]), num_samples)
 
 
 def evaluate(model, x, y=None, *, num_samples: int = 1000, elbo_samples: int = 1,
@@ -258,12 +266,22 @@ def evaluate(model, x, y=None, *, num_samples: int = 1000, elbo_samples: int = 1
 
 def evaluate_per_example(model, x, y=None, *, num_samples: int = 1000, elbo_samples: int = 1,
                          batch_size: int = 100, sample_chunk: int = 100, progress: bool = False,
-                         pixel_max: int | None = None) -> tuple[dict, dict]:
+                         pixel_max: int | None = None, resume: dict | None = None,
+                         on_batch=None) -> tuple[dict, dict]:
     """:func:`evaluate`'s ``test`` object and the per-example values behind it.
 
     The second item maps ``"elbo"``, where they exist the ELBO's ``"reconstruction"`` and
     ``"kl"``, and (where the model has an estimate) ``"log_likelihood"`` to float64 CPU
     tensors of shape ``(n,)``: what paired comparisons of two models on the same test set need.
+
+    A long evaluation can be continued (in-memory data; not for M2, whose label is summed
+    out): ``on_batch(state)`` is called after each batch of the log-likelihood with the state
+    so far, a dict of float64 CPU tensors: ``"elbo"`` (and its parts) and ``"log_likelihood"``
+    (the examples finished) and ``"rng"``, torch's RNG state then (``"cuda_rng"`` on a GPU).
+    Given as ``resume`` to a later call with the same model, data and arguments, the ELBO is
+    not recomputed and the log-likelihood continues where that state stood, with the random
+    stream where it stood: the results equal an uninterrupted call's. The caller checks that
+    model, data and arguments are the same (:mod:`pyro_vae.evaluation_progress`).
     """
     _check_counts(num_samples, batch_size, sample_chunk)
     check_positive_int("elbo_samples", elbo_samples)
@@ -275,8 +293,14 @@ def evaluate_per_example(model, x, y=None, *, num_samples: int = 1000, elbo_samp
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            elbo_est = _elbo(model, x, y, elbo_samples, batch_size * 10, sample_chunk)
+        # Resumable: batches of the log-likelihood (M2 sums its label out class by class: no).
+        resumable = model.is_bound and not getattr(model, "sums_out_labels", False)
+        done = None  # the log-likelihoods an earlier call finished
+        if resume is None or not resumable:
+            with torch.no_grad():
+                elbo_est = _elbo(model, x, y, elbo_samples, batch_size * 10, sample_chunk)
+        else:
+            elbo_est, done = _resumed(resume, x, elbo_samples)
         result = {
             "elbo": elbo_est.mean,
             "elbo_stderr": elbo_est.stderr,
@@ -295,8 +319,14 @@ def evaluate_per_example(model, x, y=None, *, num_samples: int = 1000, elbo_samp
             result[name], result[f"{name}_stderr"] = part.mean, part.stderr
             per_example[name] = values.detach().to("cpu", torch.float64)
         if model.is_bound:
+            report = None
+            if on_batch is not None and resumable:
+                def report(values):
+                    on_batch({**{key: value.detach().to("cpu", torch.float64) for key, value in per_example.items()},
+                              "log_likelihood": values.detach().to("cpu", torch.float64), **_rng_states(x.device)})
             with torch.no_grad():
-                ll = _log_likelihood(model, x, y, num_samples, batch_size, sample_chunk, progress)
+                ll = _log_likelihood(model, x, y, num_samples, batch_size, sample_chunk, progress,
+                                     done=done, on_batch=report)
             result.update(log_likelihood=ll.mean, log_likelihood_stderr=ll.stderr,
                           log_likelihood_samples=ll.num_samples)
             per_example["log_likelihood"] = ll.per_example.detach().to("cpu", torch.float64)
@@ -305,6 +335,29 @@ def evaluate_per_example(model, x, y=None, *, num_samples: int = 1000, elbo_samp
         return result, per_example
     finally:
         model.train(was_training)
+
+
+def _rng_states(device: torch.device) -> dict:
+    """torch's RNG state (and the device's on a GPU) as uint8 CPU tensors."""
+    states = {"rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _resumed(state: dict, x: torch.Tensor, elbo_samples: int) -> tuple[Estimate, torch.Tensor | None]:
+    """The ELBO estimate and the finished log-likelihoods of an ``on_batch`` state, on ``x``'s
+    device and dtype, with torch's random stream set where the state left it."""
+    def back(values):
+        return values.to(x.device, x.dtype)
+
+    parts = {name: back(state[name]) for name in ("reconstruction", "kl") if name in state}
+    estimate = Estimate(back(state["elbo"]), elbo_samples, parts=parts or None)
+    torch.set_rng_state(state["rng"])
+    if "cuda_rng" in state and x.device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], x.device)
+    done = state.get("log_likelihood")
+    return estimate, None if done is None else back(done)
 
 
 def _streamed(score, data, y, batch_size: int, num_samples: int) -> Estimate:

@@ -125,7 +125,8 @@ def _sum_log_probs(sites: dict):
     return totals[True], totals[False]
 
 
-def reduce_log_weights(model, x, y, num_samples, batch_size, sample_chunk, reduce, progress=False):
+def reduce_log_weights(model, x, y, num_samples, batch_size, sample_chunk, reduce, progress=False, *,
+                       start: int = 0, on_batch=None):
     """Apply ``reduce`` to ``log w`` chunked over examples and over samples; ``(n,)``.
 
     ``reduce`` is ``"mean"`` or ``"logmeanexp"`` over the K samples, or ``"mean_parts"``: the
@@ -136,9 +137,16 @@ def reduce_log_weights(model, x, y, num_samples, batch_size, sample_chunk, reduc
     checked by the public callers, once; Pyro's per-distribution argument validation is off
     here (it re-checks every chunk's tensors for nothing: measured in
     ``benchmarks/loglik_throughput.py``).
+
+    ``start`` (a multiple of ``batch_size``) skips the examples before it, whose batches an
+    earlier call finished: the result covers ``x[start:]``. ``on_batch(values)``, where given,
+    is called after each batch with the values of ``x[start:end]`` so far (``end`` the
+    batch's last example + 1), for a caller that keeps a long evaluation's progress.
     """
+    if start % batch_size:
+        raise ValueError(f"start must be a multiple of batch_size {batch_size} (a batch boundary), got {start}")
     out = []
-    starts = range(0, x.shape[0], batch_size)
+    starts = range(start, x.shape[0], batch_size)
     # No param-store registration either: scoring needs the module's parameters, not Pyro's
     # global store (and registering them at every chunk costs time and leaves entries behind).
     unregistered = getattr(model, "optimized_by_torch", None)
@@ -170,4 +178,6 @@ def reduce_log_weights(model, x, y, num_samples, batch_size, sample_chunk, reduc
             del log_w, observed, latent, sites
             if x.device.type == "cpu":  # the tensors of a GPU evaluation are not on the C heap
                 release_free_heap()
-    return torch.cat(out)
+            if on_batch is not None:
+                on_batch(torch.cat(out))
+    return torch.cat(out) if out else x.new_zeros((0,) if reduce != "mean_parts" else (0, 3))
