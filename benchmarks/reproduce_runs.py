@@ -12,6 +12,7 @@ from pathlib import Path
 import common  # noqa: F401  (benchmarks/common.py puts pyro_vae on the path)
 
 from pyro_vae.checkpoint import load_checkpoint, validate_train_state
+from pyro_vae.evaluation_progress import saved_progress
 from pyro_vae.inference.config import selection_key
 from pyro_vae.rundir_lock import lock_holder
 from pyro_vae.runfiles import CHECKPOINT_FILE, CONFIG_FILE
@@ -118,6 +119,9 @@ def run_status(name: str, run_dir: Path, config: RunConfig | None = None) -> str
                     f"(K = {test['log_likelihood_samples']}){notes}")
         if train is None:
             return f"{name:<15} started, no epoch finished yet{notes}"
+        scoring = saved_progress(run_dir)  # a final evaluation under way or killed
+        if scoring is not None:
+            notes += f"; its evaluation has {scoring[0]:,} of {scoring[1]:,} test images scored (saved)"
         selection = train.get("selection") if isinstance(train.get("selection"), dict) else {}
         epochs, best = train["epoch"], selection.get("best_score")
         rate = f"{train['seconds'] / epochs:.1f} s/epoch" if epochs else "-"

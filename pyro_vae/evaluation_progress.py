@@ -111,6 +111,18 @@ class EvaluationProgress:
         self.path.unlink(missing_ok=True)
 
 
+def saved_progress(run_dir) -> tuple[int, int] | None:
+    """``(examples scored, test examples)`` of ``run_dir``'s saved evaluation, whatever it
+    was for; None without one (``ValueError`` naming the file if it is damaged)."""
+    path = Path(run_dir) / PARTIAL_EVAL_FILE
+    if not path.is_file():
+        return None
+    arrays = read_npz_arrays(path)
+    if "log_likelihood" not in arrays or "elbo" not in arrays:
+        raise ValueError(f"{str(path)!r} holds the arrays {sorted(arrays)}")
+    return int(arrays["log_likelihood"].shape[0]), int(arrays["elbo"].shape[0])
+
+
 def discard_partial_evaluation(run_dir) -> None:
     """Remove ``run_dir``'s saved evaluation progress, if any."""
     (Path(run_dir) / PARTIAL_EVAL_FILE).unlink(missing_ok=True)
@@ -148,4 +160,4 @@ def _checked_state(arrays: dict, batch_size: int) -> dict:
     return {name: torch.from_numpy(np.ascontiguousarray(values)) for name, values in arrays.items() if name != "key"}
 
 
-__all__ = ["SAVE_EVERY_S", "EvaluationProgress", "discard_partial_evaluation", "evaluation_key"]
+__all__ = ["SAVE_EVERY_S", "EvaluationProgress", "discard_partial_evaluation", "evaluation_key", "saved_progress"]

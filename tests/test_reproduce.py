@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pyro_vae.runfiles import PARTIAL_EVAL_FILE
+
 NUMBER = (int, float)
 
 
@@ -176,6 +178,8 @@ def test_status_reads_every_run_as_it_stands_and_writes_nothing(bench, smoke, tm
     shutil.copytree(smoke["runs"] / "vae", runs / "vae")
     shutil.copytree(smoke["runs"] / "iwae5", runs / "iwae5")
     (runs / "iwae5" / "metrics.json").unlink()  # an interrupted run: config and checkpoint only
+    np.savez(runs / "iwae5" / PARTIAL_EVAL_FILE, elbo=np.zeros(359), log_likelihood=np.zeros(200),
+             rng=np.zeros(5056, dtype=np.uint8), key=np.zeros(32, dtype=np.uint8))  # killed while scored
     shutil.copytree(smoke["runs"] / "vamp", runs / "vamp")
     before = _mtimes(runs)
     lines = bench.main(["--status", "--smoke", "--runs-dir", str(runs)])["status"]
@@ -186,6 +190,7 @@ def test_status_reads_every_run_as_it_stands_and_writes_nothing(bench, smoke, tm
     assert "capped at 2; test NLL " in by_name["vae"] and "(K = 10)" in by_name["vae"]
     assert "iwae5           interrupted: epoch 2 of 2, best " in by_name["iwae5"]
     assert "(val_bound -" in by_name["iwae5"] and "of 50 evaluations since" in by_name["iwae5"]
+    assert by_name["iwae5"].endswith("; its evaluation has 200 of 359 test images scored (saved)")
     assert by_name["hvae"] == f"hvae            not started ({runs / 'hvae'})"
     # A process writing a run is named (a child holds the vamp run's lock meanwhile).
     hold = textwrap.dedent(f"""
