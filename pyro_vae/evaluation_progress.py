@@ -75,6 +75,7 @@ class EvaluationProgress:
         self.key = key
         self.batch_size = batch_size
         self._last_save = time.monotonic()
+        self._unsaved = False  # a save failed: the rest of the evaluation goes unsaved
 
     def load(self) -> dict | None:
         """The saved state of this evaluation (tensors, as ``evaluate_per_example`` takes them
@@ -93,7 +94,7 @@ class EvaluationProgress:
     def save(self, state: dict) -> None:
         """Write ``state`` (an ``on_batch`` state) if :data:`SAVE_EVERY_S` seconds have passed."""
         now = time.monotonic()
-        if now - self._last_save < SAVE_EVERY_S:
+        if self._unsaved or now - self._last_save < SAVE_EVERY_S:
             return
         arrays = {name: value.numpy() for name, value in state.items()}
         arrays["key"] = np.frombuffer(self.key, dtype=np.uint8)
@@ -103,7 +104,12 @@ class EvaluationProgress:
             np.savez(buffer, **arrays)
             handle.write(buffer.getvalue())
 
-        atomic_write_bytes(self.path, write)
+        try:
+            atomic_write_bytes(self.path, write)
+        except OSError as err:  # a full disk (DiskFullError) too: the evaluation itself can still finish
+            warnings.warn(f"could not save the evaluation's progress to {str(self.path)!r} ({err}); it "
+                          f"goes on unsaved", stacklevel=2)
+            self._unsaved = True  # one warning, not one per batch
         self._last_save = time.monotonic()
 
     def discard(self) -> None:

@@ -172,3 +172,19 @@ def test_overwrite_removes_a_partial_evaluation(tmp_path, uninterrupted):
     (run / PARTIAL_EVAL_FILE).write_bytes(b"left by a killed evaluation")
     assert main(["train", *RUN, "--out", str(run), "--overwrite"]) == 0
     assert not (run / PARTIAL_EVAL_FILE).exists()
+
+
+def test_a_failed_save_warns_once_and_the_evaluation_finishes(x, tmp_path, monkeypatch):
+    monkeypatch.setattr(progress_module, "SAVE_EVERY_S", 0.0)
+    writes = []
+
+    def full_disk(path, write, **kwargs):
+        writes.append(path)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(progress_module, "atomic_write_bytes", full_disk)
+    store = EvaluationProgress(tmp_path, b"k" * 32, batch_size=10)
+    with pytest.warns(UserWarning, match="could not save the evaluation's progress .* it goes on unsaved") as seen:
+        result, _ = _evaluate(_vae(), x, on_batch=store.save)
+    assert len(seen) == 1 and len(writes) == 1  # tried once, then left alone
+    assert result == _evaluate(_vae(), x)[0]
