@@ -119,9 +119,13 @@ def run_status(name: str, run_dir: Path, config: RunConfig | None = None) -> str
                     f"(K = {test['log_likelihood_samples']}){notes}")
         if train is None:
             return f"{name:<15} started, no epoch finished yet{notes}"
-        scoring = saved_progress(run_dir)  # a final evaluation under way or killed
-        if scoring is not None:
-            notes += f"; its evaluation has {scoring[0]:,} of {scoring[1]:,} test images scored (saved)"
+        try:
+            scoring = saved_progress(run_dir)  # a final evaluation under way or killed
+        except ValueError:  # the evaluation ignores a damaged file too
+            notes += "; its saved evaluation progress is unreadable (the evaluation will start over)"
+        else:
+            if scoring is not None:
+                notes += f"; its evaluation has {scoring[0]:,} of {scoring[1]:,} test images scored (saved)"
         selection = train.get("selection") if isinstance(train.get("selection"), dict) else {}
         epochs, best = train["epoch"], selection.get("best_score")
         rate = f"{train['seconds'] / epochs:.1f} s/epoch" if epochs else "-"

@@ -144,7 +144,8 @@ def _metrics_html(test: dict) -> str:
     if not test:
         return '<p class="note">No test metrics: the run has no metrics.json (it did not finish).</p>'
     rows = [["ELBO (nats per example)", test.get("elbo"), test.get("elbo_stderr")]]
-    if test.get("kl") is not None and test.get("bound") is not False:  # a point mass has no KL term
+    has_parts = test.get("kl") is not None and test.get("reconstruction") is not None
+    if has_parts and test.get("bound") is not False:  # a point mass has no KL term
         rows += [["its reconstruction term E_q[log p(x | z)]", test["reconstruction"],
                   test.get("reconstruction_stderr")],
                  ["its KL term E_q[log q(z | x) - log p(z)]", test["kl"], test.get("kl_stderr")]]

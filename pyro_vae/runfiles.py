@@ -84,6 +84,9 @@ def read_metrics(run_dir) -> dict:
                 check_schema(value, _NUMBER, path=path, what="metrics file", where=f"history[{i}].{key}")
     # Values the writer never produces (a hand edit, another program's file).
     test = metrics.get("test") or {}
+    if ("kl" in test) != ("reconstruction" in test):
+        raise ValueError(f"metrics file {str(path)!r}: test holds {'kl' if 'kl' in test else 'reconstruction'} "
+                         f"without {'reconstruction' if 'kl' in test else 'kl'}; the ELBO's two terms come together")
     bounds = [("epochs", metrics["epochs"], 0), ("steps", metrics.get("steps"), 0),
               ("test.num_examples", test.get("num_examples"), 1),
               ("test.log_likelihood_samples", test.get("log_likelihood_samples"), 1)]

@@ -46,7 +46,7 @@ import torch
 from .checkpoint import save_checkpoint
 from .data import load_dataset, split_generator
 from .errors import allocation_message, check_positive_int, is_allocation_error
-from .evaluation_progress import EvaluationProgress, discard_partial_evaluation, evaluation_key
+from .evaluation_progress import EvaluationProgress, evaluation_key, parameters_key
 from .inference import distributed
 from .inference.config import DTYPES, SCORE_NAMES, resolve_device, selection_key, training_curve_key
 from .inference.evaluate import evaluate_per_example, latent_diagnostics
@@ -264,7 +264,7 @@ def _train_and_finish(config, out_dir, data, model, resume_state, callbacks) -> 
                 "steps": result.steps, "seconds": result.seconds, "history": result.history,
                 "test": None}
     data = data.to(device=model.device, dtype=model.dtype)
-    test, per_example = _evaluate(model, data, config, config.eval_samples, run_dir=out_dir)
+    test, per_example, progress = _evaluate(model, data, config, config.eval_samples, run_dir=out_dir)
     metrics = {
         "model": config.model,
         "dataset": config.data.name,
@@ -284,7 +284,7 @@ def _train_and_finish(config, out_dir, data, model, resume_state, callbacks) -> 
     write_run_figures(model, data, result.history, out_dir / FIGURES_DIR, metrics=metrics)
     # Written last: a metrics.json for the checkpoint's epoch marks the run as complete.
     write_metrics(out_dir, metrics)
-    discard_partial_evaluation(out_dir)
+    progress.discard()
     return metrics
 
 
@@ -300,13 +300,14 @@ def _is_complete(run_dir: Path, epochs: int) -> bool:
 PROBE_TRAIN_EXAMPLES = 10000
 
 
-def _evaluate(model, data, config, num_samples, *, run_dir=None) -> tuple[dict, dict]:
-    """The ``test`` object and its per-example values.
+def _evaluate(model, data, config, num_samples, *, run_dir=None) -> tuple[dict, dict, EvaluationProgress | None]:
+    """The ``test`` object, its per-example values and the evaluation's saved progress.
 
     Likelihood figures, the test set's fingerprint and, where the model has a code, latent
     diagnostics. A non-finite figure is divergence (:class:`NonFiniteLossError`). With
     ``run_dir``, the evaluation's progress is kept there as it goes and an earlier one's
-    continued (:mod:`pyro_vae.evaluation_progress`); the caller discards it once written.
+    continued (:mod:`pyro_vae.evaluation_progress`): the caller discards it once the results
+    are written (``progress.discard()``).
     """
     # A fixed seed of its own, so the reported numbers do not depend on how training went.
     seed = config.train.seed + 1
@@ -317,7 +318,8 @@ def _evaluate(model, data, config, num_samples, *, run_dir=None) -> tuple[dict, 
     if run_dir is not None:
         settings = {"num_samples": num_samples, "elbo_samples": 1, "batch_size": 100, "sample_chunk": 100,
                     "seed": seed}
-        store = EvaluationProgress(run_dir, evaluation_key(model, x, labels, settings), batch_size=100)
+        store = EvaluationProgress(run_dir, evaluation_key(model, x, labels, settings), batch_size=100,
+                                   num_examples=x.shape[0], parameters=parameters_key(model))
     test, per_example = evaluate_per_example(
         model, x, labels, num_samples=num_samples, progress=config.train.progress,
         pixel_max=data.pixel_max if data.binarize == "none" else None,
@@ -345,7 +347,7 @@ def _evaluate(model, data, config, num_samples, *, run_dir=None) -> tuple[dict, 
     latent = latent_diagnostics(model, x, y, x_train=x_probe, y_train=y_probe)
     if latent:
         test["latent"] = latent
-    return test, per_example
+    return test, per_example, store
 
 
 def evaluate_run(run_dir, num_samples: int | None = None, device: str | None = None) -> dict:
@@ -357,10 +359,10 @@ def evaluate_run(run_dir, num_samples: int | None = None, device: str | None = N
         if not metrics:
             raise ValueError(f"run {str(run_dir)!r} has not finished training (no {METRICS_FILE}); "
                              f"finish it with `pyro-vae train --resume {run_dir}`")
-        test, per_example = _evaluate(run.model, run.data, run.config,
-                                      num_samples or run.config.eval_samples, run_dir=run.directory)
+        test, per_example, progress = _evaluate(run.model, run.data, run.config,
+                                                num_samples or run.config.eval_samples, run_dir=run.directory)
         metrics["test"] = test
         write_per_example(run.directory, per_example)
         write_metrics(run.directory, metrics)
-        discard_partial_evaluation(run.directory)
+        progress.discard()
     return test

@@ -124,13 +124,16 @@ def test_evaluate_resumes_and_a_stale_or_damaged_file_is_ignored(tmp_path, monke
         with pytest.raises(_Killed):
             main(["evaluate", str(run), "--samples", "12"])
     partial = (run / PARTIAL_EVAL_FILE).read_bytes()
-    # Another K: the file is another evaluation's; ignored, and gone afterwards.
-    assert main(["evaluate", str(run), "--samples", "30"]) == 0
+    # Another K of the same parameters: that evaluation's progress is kept, this one goes unsaved.
+    with pytest.warns(UserWarning, match=r"holds the progress of another evaluation of these parameters "
+                                         r"\(100 of 359 test examples scored; .* kept, and this evaluation "
+                                         r"goes unsaved"):
+        assert main(["evaluate", str(run), "--samples", "30"]) == 0
     assert _test_of(run) == _test_of(uninterrupted)
-    assert not (run / PARTIAL_EVAL_FILE).exists()
-    # The same K from the saved state, then with a damaged file: the same numbers either way.
-    (run / PARTIAL_EVAL_FILE).write_bytes(partial)
+    assert (run / PARTIAL_EVAL_FILE).read_bytes() == partial
+    # The same K from the saved state (then removed), then with a damaged file: the same numbers.
     assert main(["evaluate", str(run), "--samples", "12"]) == 0
+    assert not (run / PARTIAL_EVAL_FILE).exists()
     resumed = _test_of(run)
     assert resumed["log_likelihood_samples"] == 12
     (run / PARTIAL_EVAL_FILE).write_bytes(partial[: len(partial) // 2])
@@ -144,6 +147,7 @@ def test_evaluate_resumes_and_a_stale_or_damaged_file_is_ignored(tmp_path, monke
     ({"elbo": np.full(80, np.nan)}, "not a finite float64 vector"),
     ({"rng": np.zeros(7, dtype=np.uint8)}, "not torch's random state"),
     ({"extra": np.zeros(1)}, "holds the arrays"),
+    ({"elbo": np.zeros(79)}, "its ELBO covers 79 examples, the test set has 80"),
 ])
 def test_a_tampered_file_with_the_right_key_is_refused_and_ignored(tmp_path, damage, message):
     vae, x = _vae(), binary_batch(n=80)
@@ -152,7 +156,7 @@ def test_a_tampered_file_with_the_right_key_is_refused_and_ignored(tmp_path, dam
              "key": np.frombuffer(key, dtype=np.uint8), **damage}
     np.savez(tmp_path / PARTIAL_EVAL_FILE, **state)
     with pytest.warns(UserWarning, match=message):
-        assert EvaluationProgress(tmp_path, key).load() is None
+        assert EvaluationProgress(tmp_path, key, num_examples=80).load() is None
 
 
 def test_the_key_follows_parameters_data_and_settings(x):
@@ -164,6 +168,23 @@ def test_the_key_follows_parameters_data_and_settings(x):
     with torch.no_grad():
         next(vae.parameters())[0, 0] += 1e-6
     assert key != evaluation_key(vae, x, None, {"num_samples": 5})
+
+
+def test_a_file_of_other_parameters_is_replaced(tmp_path, x, monkeypatch):
+    """Training went on: the old parameters' progress can never be used again."""
+    monkeypatch.setattr(progress_module, "SAVE_EVERY_S", 0.0)
+    old, new = _vae(), _vae()
+    with torch.no_grad():
+        next(new.parameters())[0, 0] += 1.0
+    for model in (old, new):
+        store = EvaluationProgress(tmp_path, evaluation_key(model, x, None, {}), batch_size=10,
+                                   num_examples=len(x), parameters=progress_module.parameters_key(model))
+        assert store.load() is None
+        _evaluate(model, x, on_batch=store.save)
+    arrays = np.load(tmp_path / PARTIAL_EVAL_FILE)
+    assert arrays["parameters"].tobytes() == progress_module.parameters_key(new)
+    store.discard()
+    assert not (tmp_path / PARTIAL_EVAL_FILE).exists()
 
 
 def test_overwrite_removes_a_partial_evaluation(tmp_path, uninterrupted):

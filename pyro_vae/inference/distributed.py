@@ -69,6 +69,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..data import iterate_batches
+from .objectives import objective_loss_and_parts
 
 #: The variables torchrun sets for every process it starts.
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -327,10 +328,7 @@ class LossModule(nn.Module):
         self.objective = objective
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-        loss_and_parts = getattr(self.objective, "loss_and_parts", None)
-        if loss_and_parts is None:  # an objective of its own kind, with a loss alone
-            return self.objective.loss(self.model, x, y), {}
-        return loss_and_parts(self.model, x, y)
+        return objective_loss_and_parts(self.objective, self.model, x, y)
 
 
 def wrap(loss_module: LossModule, device: torch.device) -> nn.Module:

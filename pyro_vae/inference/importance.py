@@ -143,8 +143,9 @@ def reduce_log_weights(model, x, y, num_samples, batch_size, sample_chunk, reduc
     is called after each batch with the values of ``x[start:end]`` so far (``end`` the
     batch's last example + 1), for a caller that keeps a long evaluation's progress.
     """
-    if start % batch_size:
-        raise ValueError(f"start must be a multiple of batch_size {batch_size} (a batch boundary), got {start}")
+    if start % batch_size and start != x.shape[0]:
+        raise ValueError(f"start must be a multiple of batch_size {batch_size} (a batch boundary) or all "
+                         f"{x.shape[0]} examples, got {start}")
     out = []
     starts = range(start, x.shape[0], batch_size)
     # No param-store registration either: scoring needs the module's parameters, not Pyro's

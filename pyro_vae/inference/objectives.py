@@ -188,6 +188,22 @@ class Objective:
                                guide=LatentScaleMessenger(weight)(model.guide))
 
 
+def objective_loss_and_parts(objective, model, x, y=None) -> tuple[torch.Tensor, dict]:
+    """``objective``'s loss and parts, from whichever of ``loss_and_parts`` and ``loss`` its
+    most derived class defines: a subclass of a built-in objective that overrides ``loss``
+    alone trains with that loss (and logs no parts), not with its parent's. An object with
+    ``loss`` alone (not an :class:`Objective`) has no parts."""
+    for cls in type(objective).__mro__:
+        if "loss_and_parts" in vars(cls):
+            return objective.loss_and_parts(model, x, y)
+        if "loss" in vars(cls):
+            return objective.loss(model, x, y), {}
+    loss_and_parts = getattr(objective, "loss_and_parts", None)  # forwarded by __getattr__, say
+    if loss_and_parts is None:
+        return objective.loss(model, x, y), {}
+    return loss_and_parts(model, x, y)
+
+
 class PyroELBOObjective(Objective):
     """A Pyro ELBO (``Trace_ELBO``, ``TraceMeanField_ELBO`` ...) through ``differentiable_loss``."""
 

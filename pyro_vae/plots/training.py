@@ -28,11 +28,12 @@ def plot_curves(history: list, path, metrics: dict | None = None):
     the "ELBO" is its exact log-likelihood, and the curve is labelled so.
     """
     fig = new_figure(600 / DPI, 400 / DPI)
-    kl_keys = [key for key in ("train_kl", "val_kl", "test_kl")
-               if any(h.get(key) not in (None, 0) for h in history)]  # PPCA, mixtures: 0 throughout
+    test = (metrics or {}).get("test") or {}
+    # PPCA and mixtures: 0 throughout; a point mass (bound False): -log p(z*), not a KL
+    kl_keys = [] if test.get("bound") is False else [
+        key for key in ("train_kl", "val_kl", "test_kl") if any(h.get(key) not in (None, 0) for h in history)]
     ax = fig.add_axes([0.14, 0.13, 0.82, 0.78] if not kl_keys else [0.14, 0.40, 0.82, 0.52])
     epochs = [h["epoch"] for h in history]
-    test = (metrics or {}).get("test") or {}
     if history:
         if "train_objective" in history[0]:  # beta, warm-up or IWAE: not the ELBO
             key, name = "train_objective", "training objective (weighted or IWAE: not the ELBO)"
