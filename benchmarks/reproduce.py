@@ -119,7 +119,16 @@ from reproduce_entries import (  # noqa: F401  (baseline, UNGATED_DIFFERENCE: re
     baseline,
     run_config,
 )
-from reproduce_results import add_pairing, entry_record, print_table, targets
+from reproduce_results import (
+    add_pairing,
+    carried_over,
+    entry_record,
+    per_example_path,
+    print_table,
+    read_archive,
+    targets,
+    write_archive,
+)
 from reproduce_runs import check_run_matches, ensure_run, run_status
 
 from pyro_vae.checkpoint import atomic_write_text
@@ -315,7 +324,13 @@ def main(argv=None) -> dict:
                 continue
             action = "read"
         records.append(entry_record(name, run_dir, action))
-    add_pairing(records)
+    # Entries of the results file already there whose runs are not here (another session's
+    # machine) are carried over, and their kept per-example values pair them with these.
+    order = list(ENTRIES)
+    records = sorted(records + carried_over(results_path, records, dataset=dataset, smoke=args.smoke),
+                     key=lambda r: order.index(r["name"]))
+    archive = read_archive(results_path)
+    per_example = add_pairing(records, archive)
 
     commit, dirty = git_commit()
     results = {
@@ -329,7 +344,8 @@ def main(argv=None) -> dict:
     print_table(records)
     results_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(results_path, dumps_finite(results, nonfinite="null") + "\n")
-    print(f"results: {results_path}")
+    write_archive(results_path, per_example)
+    print(f"results: {results_path} (per-example values: {per_example_path(results_path)})")
     return results
 
 

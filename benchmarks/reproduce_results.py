@@ -2,18 +2,28 @@
 paired with its baseline VAE, judged against issue 16's targets, printed as a table.
 
 Every number comes from the runs' ``metrics.json`` and ``test_per_example.npz``; nothing is
-trained here.
+trained here. Results outlive the run directories (a machine may be reset between sessions):
+an entry of the results file already at ``--results`` whose run directory is not here is
+carried over as it was (``action: "carried over"``, ``carried_from``: the commit it was
+written at), and every entry's per-example test log-likelihoods are kept beside the results
+(:func:`per_example_path`, float64, no pickle), so that entries of later sessions are paired
+with it image by image all the same.
 """
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
 import common  # noqa: F401  (benchmarks/common.py puts pyro_vae on the path)
+import numpy as np
 from reproduce_entries import ENTRIES, NOT_RUN, SETTINGS, SHARED_DIFFERENCES, UNGATED_DIFFERENCE, baseline, gated
 from reproduce_runs import fmt
 
+from pyro_vae.checkpoint import atomic_write_bytes
 from pyro_vae.compare.stats import SIGNIFICANCE_STDERRS, check_comparable, paired_difference
+from pyro_vae.data.npz import read_npz_arrays
 from pyro_vae.runs import read_config, read_metrics, read_per_example
 
 
@@ -51,23 +61,75 @@ def entry_record(name: str, run_dir: Path, action: str) -> dict:
     }
 
 
-def add_pairing(records: list[dict]) -> None:
+def per_example_path(results_path: Path) -> Path:
+    """Where the per-example test log-likelihoods of ``results_path``'s entries are kept."""
+    return results_path.with_name(results_path.stem + "-per-example.npz")
+
+
+def carried_over(results_path: Path, records: list[dict], *, dataset: str, smoke: bool) -> list[dict]:
+    """The entries of the results file at ``results_path`` (if any) that ``records`` lack,
+    marked as carried over; none from a file of another data set, smoke mode or test set."""
+    if not results_path.is_file():
+        return []
+    old = json.loads(results_path.read_text())
+    if old.get("dataset") != dataset or bool(old.get("smoke")) != smoke:
+        return []
+    present = {r["name"] for r in records}
+    sha = {r["test_set_sha256"] for r in records}
+    out = []
+    for entry in old.get("entries", []):
+        if entry["name"] in present or entry["name"] not in ENTRIES:
+            continue
+        if sha and entry.get("test_set_sha256") not in sha:
+            continue  # scored on another test set: not comparable with these runs
+        entry = dict(entry, action="carried over", carried_from=entry.get("carried_from") or old.get("commit"))
+        out.append(entry)
+    return out
+
+
+def read_archive(results_path: Path) -> dict:
+    """The kept per-example log-likelihoods (name -> float64 array), ``{}`` without a file."""
+    path = per_example_path(results_path)
+    return read_npz_arrays(path) if path.is_file() else {}
+
+
+def write_archive(results_path: Path, per_example: dict) -> None:
+    """Keep ``per_example`` (name -> float64 array) beside the results, atomically."""
+    def write(handle):
+        buffer = io.BytesIO()
+        np.savez(buffer, **{name: np.asarray(values, dtype=np.float64) for name, values in per_example.items()})
+        handle.write(buffer.getvalue())
+
+    atomic_write_bytes(per_example_path(results_path), write)
+
+
+def add_pairing(records: list[dict], archive: dict | None = None) -> dict:
     """Check one test set for all, then set ``paired_vs_vae`` and ``paired_vs_baseline`` of every entry.
 
     Both are ``paired_difference(entry, reference)``: the reference's NLL minus the entry's, per
-    test image (positive: the entry is better). They stay None where the reference has no run.
+    test image (positive: the entry is better). Per-example values come from the run directory,
+    or for an entry carried over from ``archive`` (name -> values); the pairings stay None where
+    the reference has neither. Returns the per-example values used, name -> array.
     """
     check_comparable([{"run_dir": r["run_dir"], "test_set_sha256": r["test_set_sha256"],
                        "num_examples": r["test_examples"], "data": r["config"]["run_config"]["data"]}
                       for r in records])
-    by_name = {r["name"]: r for r in records}
-    per_example = {r["name"]: read_per_example(r["run_dir"], r["test_examples"])["log_likelihood"] for r in records}
+    per_example = {}
     for r in records:
+        if r.get("action") != "carried over":
+            per_example[r["name"]] = read_per_example(r["run_dir"], r["test_examples"])["log_likelihood"]
+        elif r["name"] in (archive or {}) and (archive[r["name"]].shape == (r["test_examples"],)):
+            per_example[r["name"]] = archive[r["name"]]
+    by_name = {r["name"]: r for r in records if r["name"] in per_example}
+    for r in records:
+        if r["name"] not in per_example:
+            continue
         if r["name"] != "vae" and "vae" in by_name:
             r["paired_vs_vae"] = paired_difference(per_example[r["name"]], per_example["vae"])
         if r["baseline"] in by_name:
             r["paired_vs_baseline"] = {"baseline": r["baseline"],
                                        **paired_difference(per_example[r["name"]], per_example[r["baseline"]])}
+    return per_example
 
 
 def targets(records: list[dict]) -> list[dict]:

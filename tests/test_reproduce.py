@@ -280,3 +280,36 @@ def test_cost_without_its_data_set_exits_with_one_line(bench, tmp_path, monkeypa
     assert caught.value.code == 2
     assert capsys.readouterr().err == "reproduce.py: error: dataset 'fashion-mnist': no IDX files in /nowhere\n"
     assert not (tmp_path / "cost.json").exists()
+
+
+def test_entries_whose_runs_are_gone_are_carried_over_and_paired_from_the_kept_values(bench, smoke, tmp_path):
+    """A later session on a reset machine: only the hvae run is here. The other entries come
+    from the results file as they were, and the kept per-example values pair hvae with the vae
+    image by image, as if its run were still here."""
+    runs, path = tmp_path / "runs", tmp_path / "results.json"
+    shutil.copytree(smoke["runs"] / "hvae", runs / "hvae")
+    shutil.copy(smoke["path"], path)
+    archive = bench.per_example_path(smoke["path"])
+    assert sorted(np.load(archive)) == sorted(e["name"] for e in smoke["results"]["entries"])
+    shutil.copy(archive, bench.per_example_path(path))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("pyro_vae.plots.write_run_figures", lambda *args, **kwargs: [])
+        results = bench.main(["--smoke", "--only", "hvae", "--runs-dir", str(runs), "--results", str(path)])
+    before = {e["name"]: e for e in smoke["results"]["entries"]}
+    after = {e["name"]: e for e in json.loads(path.read_text())["entries"]}
+    assert list(after) == list(before)
+    assert after["hvae"]["action"] == "reused" and after["hvae"]["paired_vs_vae"] == before["hvae"]["paired_vs_vae"]
+    for name in set(after) - {"hvae"}:
+        assert after[name]["action"] == "carried over"
+        assert after[name]["carried_from"] == smoke["results"]["commit"]
+        assert after[name]["nll"] == before[name]["nll"]
+    assert results["targets"] == smoke["results"]["targets"]
+    assert sorted(np.load(bench.per_example_path(path))) == sorted(after)
+    # Without the kept values the new entry cannot be paired: None, not a number from elsewhere.
+    bench.per_example_path(path).unlink()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("pyro_vae.plots.write_run_figures", lambda *args, **kwargs: [])
+        bench.main(["--smoke", "--only", "hvae", "--runs-dir", str(runs), "--results", str(path)])
+    after = {e["name"]: e for e in json.loads(path.read_text())["entries"]}
+    assert after["hvae"]["paired_vs_vae"] is None and after["hvae"]["paired_vs_baseline"] is None
+    assert after["vamp"]["paired_vs_vae"] == before["vamp"]["paired_vs_vae"]  # as it was written
