@@ -17,7 +17,7 @@ from pyro_vae.runfiles import PARTIAL_EVAL_FILE, read_per_example
 from tests.conftest import binary_batch
 
 RUN = ["--dataset", "digits", "--epochs", "1", "--latent-dim", "2", "--hidden-dims", "16",
-       "--eval-samples", "30", "--no-progress"]
+       "--eval-samples", "30", "--no-progress", "--device", "cpu"]
 
 
 @pytest.fixture

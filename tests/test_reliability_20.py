@@ -32,12 +32,17 @@ from pyro_vae.inference.objectives import OBJECTIVES, IWAEObjective, TraceELBOOb
 from pyro_vae.models import VAE, VAEConfig
 from pyro_vae.runfiles import PARTIAL_EVAL_FILE, read_per_example
 from tests.conftest import binary_batch
-from tests.test_evaluation_progress import _evaluate, _kill_after_saves, _Killed, _test_of, _vae
+from tests.test_evaluation_progress import (  # noqa: F401  (uninterrupted: a fixture used here)
+    RUN,
+    _evaluate,
+    _kill_after_saves,
+    _Killed,
+    _test_of,
+    _vae,
+    uninterrupted,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN = ["--dataset", "digits", "--epochs", "1", "--latent-dim", "2", "--hidden-dims", "16",
-       "--eval-samples", "30", "--no-progress", "--device", "cpu"]
-
 
 # =========================================================================== resumable evaluation
 
@@ -56,13 +61,6 @@ def test_a_state_saved_after_the_last_batch_resumes_to_the_same_numbers():
     assert result == full
     for key in full_values:
         assert torch.equal(values[key], full_values[key]), key
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    run = tmp_path_factory.mktemp("full") / "run"
-    assert main(["train", *RUN, "--out", str(run)]) == 0
-    return run
 
 
 def test_a_run_killed_after_its_evaluation_finished_can_be_resumed(tmp_path, monkeypatch, uninterrupted):
