@@ -31,19 +31,11 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ..data import DataSplits
-from ..data.streaming import (
-    check_batch_range,
-    check_finite_batches,
-    check_label_range,
-    loader_batches,
-    loader_length,
-    model_label_range,
-    training_data,
-)
+from ..data.streaming import training_data
 from ..errors import check_instance
 from ..models.base import labels_for
 from . import distributed
+from .batch_sources import batch_source
 from .config import (  # noqa: F401  (re-exported: the loop's public names stay importable here)
     DTYPES,
     LOGGERS,
@@ -162,7 +154,7 @@ def fit(model, data, config: TrainConfig | None = None, callbacks=(), *,
     # batches are checked as they come: see pyro_vae.data.streaming.loader_batches).
     if data is not None:
         validate_training_data(model, data)
-    source = data if loader is None else loader
+    source = batch_source(data, loader, model=model, batch_size=config.batch_size, seed=config.seed, device=device)
 
     objective = build_objective(config.objective, particles=config.particles, beta=config.beta,
                                 kl_warmup=config.kl_warmup)
@@ -242,7 +234,7 @@ def flushed_denormals(device: torch.device):
         torch.set_flush_denormal(False)
 
 
-def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held, keys, bound_samples,
+def _train_epoch(model, source, config, state, loss_fn, objective, params, *, held, keys, bound_samples,
                  selecting, world, device, kl_weighted, show_progress, progress_lines, step_callbacks) -> None:
     """One epoch: the steps, the once-per-epoch host read and checks, evaluation, the record.
 
@@ -265,21 +257,8 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
     part_names = None  # the parts' names, from the first step
     step_norms = []  # per-step gradient norms (before clipping), likewise
     n_seen = 0
-    batch_extremes = []  # a DataLoader's per-batch (low, high) pixels, device tensors
-    label_extremes = []  # (batch number, (low, high)) of labels a DataLoader yields on a device
-    if not isinstance(data, DataSplits):  # a DataLoader: its batches, checked and moved one by one
-        if world > 1:  # this process's RNG stream reseeded from (seed, epoch, rank), as below
-            distributed.seed_epoch(config.seed, epoch)
-        if callable(getattr(data.sampler, "set_epoch", None)):  # ShardSampler, DistributedSampler
-            data.sampler.set_epoch(epoch)
-        batches = loader_batches(model, data, device, epoch, batch_extremes, label_extremes)
-        num_batches = loader_length(data)
-    elif world > 1:  # this process's shard; its RNG stream reseeded from (seed, epoch, rank)
-        distributed.seed_epoch(config.seed, epoch)
-        batches, num_batches = distributed.shard_batches(data, config.batch_size, config.seed, epoch)
-    else:
-        batches = data.train_batches(config.batch_size)
-        num_batches = -(-data.x_train.shape[0] // config.batch_size)
+    # In memory, this process's shard or a DataLoader's (pyro_vae.inference.batch_sources).
+    batches, num_batches = source.epoch(epoch)
     bar = tqdm(batches, total=num_batches, desc=f"epoch {epoch}/{config.epochs}",
                disable=not show_progress or progress_lines, leave=False)
     anomaly = torch.autograd.set_detect_anomaly(True) if config.detect_anomaly else nullcontext()
@@ -334,8 +313,7 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
                     callback.on_step_end(model, state, info)
     if not step_losses:
         raise ValueError(f"the training data yielded no batch in epoch {epoch}; nothing to train on")
-    check_label_range(label_extremes, model_label_range(model), epoch)  # before the epoch counts
-    check_batch_range(batch_extremes, getattr(model, "likelihood", None), epoch)
+    source.check_epoch(epoch)  # a DataLoader's labels and pixel ranges, before the epoch counts
     losses = torch.stack(step_losses)
     part_sums = torch.stack(step_parts).double().sum(0) if step_parts else None  # (P,)
     if world > 1:  # every rank took as many steps on as many examples: sum step i's loss
@@ -344,7 +322,7 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
         n_seen *= world
     finite = torch.isfinite(losses)
     if not bool(finite.all()):
-        check_finite_batches(batch_extremes, epoch)  # bad data, not divergence
+        source.check_non_finite(epoch)  # bad data, not divergence
         bad_step = int((~finite).nonzero()[0, 0]) + 1
         raise NonFiniteLossError(
             f"non-finite loss at epoch {epoch}, step {bad_step} of the epoch (global step "
@@ -358,7 +336,7 @@ def _train_epoch(model, data, config, state, loss_fn, objective, params, *, held
     finite_params = torch.stack([torch.isfinite(p).all() for p in params]).all() if params else None
     grad_norm = torch.stack(step_norms).double().mean().item()
     if (finite_params is not None and not bool(finite_params)) or not math.isfinite(grad_norm):
-        check_finite_batches(batch_extremes, epoch)
+        source.check_non_finite(epoch)
         raise NonFiniteLossError(
             f"non-finite parameters after epoch {epoch} (global step "
             f"{state.step + len(step_losses)} at the latest): a gradient was NaN or infinite "
