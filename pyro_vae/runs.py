@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -320,10 +321,14 @@ def _evaluate(model, data, config, num_samples, *, run_dir=None) -> tuple[dict, 
                     "seed": seed}
         store = EvaluationProgress(run_dir, evaluation_key(model, x, labels, settings), batch_size=100,
                                    num_examples=x.shape[0], parameters=parameters_key(model))
+    resume = None if store is None else store.load()
+    if resume is not None and config.train.progress:
+        print(f"continuing the saved evaluation ({resume['log_likelihood'].shape[0]:,} of {x.shape[0]:,} test "
+              f"examples scored: {store.path})", file=sys.stderr, flush=True)
     test, per_example = evaluate_per_example(
         model, x, labels, num_samples=num_samples, progress=config.train.progress,
         pixel_max=data.pixel_max if data.binarize == "none" else None,
-        resume=None if store is None else store.load(), on_batch=None if store is None else store.save)
+        resume=resume, on_batch=None if store is None else store.save)
     bad = [key for key, values in per_example.items() if not bool(torch.isfinite(values).all())]
     if bad:
         raise NonFiniteLossError(
