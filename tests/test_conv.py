@@ -10,6 +10,7 @@ import pyro
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from pyro_vae.data import DataSplits
 from pyro_vae.inference import TrainConfig, evaluate, fit, log_importance_weights
@@ -17,7 +18,7 @@ from pyro_vae.inference.importance import _log_weights_and_sites
 from pyro_vae.inference.objectives import OBJECTIVES, build_objective
 from pyro_vae.models import CVAE, HVAE, M2, VAE, FoldLeading, HVAEConfig, M2Config, VAEConfig, fold_leading
 from pyro_vae.models.adapters import ImageOutput, conv_decoder
-from pyro_vae.models.conv import ConvDecoder, ConvEncoder, grid_shape, padded_size
+from pyro_vae.models.conv import ConvDecoder, ConvEncoder, ConvTranspose2d, grid_shape, padded_size
 
 SMALL = {"latent_dim": 3, "hidden_dims": (16,), "arch": "conv", "conv_channels": (4, 8)}
 
@@ -230,3 +231,36 @@ def test_cli_trains_a_conv_vae_on_digits(tmp_path):
     assert run.model.image_shape == (1, 8, 8)
     assert isinstance(run.model.decoder, ImageOutput)
     assert math.isfinite(json.loads((out / "metrics.json").read_text())["test"]["log_likelihood"])
+
+
+@pytest.mark.parametrize("out_channels", [1, 3, 6])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_transposed_convolution_is_torchs_whichever_kernel_runs(out_channels, dtype, monkeypatch):
+    """The decoder's ConvTranspose2d (torch's own kernel for few output channels on the CPU,
+    oneDNN's otherwise) against torch's functional one: values, gradients, the state dict."""
+    import pyro_vae.models.conv as conv  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    layer = conv.ConvTranspose2d(5, out_channels, kernel_size=4, stride=2, padding=1).to(dtype)
+    assert set(layer.state_dict()) == {"weight", "bias"}  # checkpoints of either class load in the other
+    kernels = []
+    real = torch.ops.aten.slow_conv_transpose2d
+    monkeypatch.setattr(torch.ops.aten, "slow_conv_transpose2d", lambda *a: kernels.append(1) or real(*a),
+                        raising=False)
+    x = torch.randn(3, 5, 7, 6, dtype=dtype, requires_grad=True)
+    out = layer(x)
+    assert bool(kernels) == (out_channels <= conv.NATIVE_KERNEL_MAX_CHANNELS)
+    x_ref = x.detach().clone().requires_grad_()
+    ref = F.conv_transpose2d(x_ref, layer.weight, layer.bias, stride=2, padding=1)
+    torch.testing.assert_close(out, ref)
+    grads = torch.autograd.grad(out.square().sum(), (x, layer.weight, layer.bias))
+    ref_grads = torch.autograd.grad(ref.square().sum(), (x_ref, layer.weight, layer.bias))
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want)
+    assert layer(torch.zeros(0, 5, 7, 6, dtype=dtype)).shape == (0, out_channels, 14, 12)  # empty: oneDNN's
+
+
+def test_conv_decoders_use_the_layer_that_picks_its_kernel():
+    dec = ConvDecoder(2, (8,), (1, 28, 28), out_channels=1, conv_channels=(4, 8))
+    deconvs = [m for m in dec.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert len(deconvs) == 2 and all(isinstance(m, ConvTranspose2d) for m in deconvs)

@@ -125,6 +125,31 @@ class ConvEncoder(nn.Module):
         return self.head(h)
 
 
+#: Output channels up to which a transposed convolution on the CPU runs torch's own kernel
+#: instead of oneDNN's, which is slower there in evaluation: the conv decoders' last layer
+#: (1 channel for grey Bernoulli images, 3 for RGB) forward on 2,000 maps of 32 x 14 x 14 took
+#: 125-133 ms with oneDNN and 30-43 ms with torch's kernel (3 channels: 136-178 and 88-136 ms),
+#: while from 6 channels out oneDNN is ahead; a training batch's forward + backward is within
+#: noise either way. The conv HVAE's importance-sampled evaluation is 1.09x faster end to end
+#: (benchmarks/conv_kernels.py).
+NATIVE_KERNEL_MAX_CHANNELS = 3
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """:class:`torch.nn.ConvTranspose2d` (same parameters, same state dict) that runs torch's
+    own kernel on the CPU when it has at most :data:`NATIVE_KERNEL_MAX_CHANNELS` output
+    channels (measured faster there; oneDNN's otherwise and on other devices)."""
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        native = (x.device.type == "cpu" and x.dim() == 4 and x.shape[0] > 0 and output_size is None
+                  and x.dtype in (torch.float32, torch.float64) and self.groups == 1
+                  and self.padding_mode == "zeros" and self.out_channels <= NATIVE_KERNEL_MAX_CHANNELS)
+        if not native:
+            return super().forward(x, output_size)
+        return torch.ops.aten.slow_conv_transpose2d(x, self.weight, self.kernel_size, self.bias, self.stride,
+                                                    self.padding, self.output_padding, self.dilation)
+
+
 class ConvDecoder(nn.Module):
     """Codes ``(N, in_dim)`` (and optional extra inputs ``(N, extra_dim)``) -> images
     ``(N, out_channels, H, W)``.
@@ -153,7 +178,7 @@ class ConvDecoder(nn.Module):
         channels = (*reversed(conv_channels), out_channels)
         layers: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
-            layers.append(nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=2, padding=1))
+            layers.append(ConvTranspose2d(c_in, c_out, kernel_size=4, stride=2, padding=1))
             if i < len(channels) - 2:
                 layers.append(nn.ReLU())
         self.deconvs = nn.Sequential(*layers)
@@ -166,4 +191,4 @@ class ConvDecoder(nn.Module):
         return self.deconvs(grid)[..., :height, :width]  # (N, out_channels, H, W)
 
 
-__all__ = ["ConvDecoder", "ConvEncoder", "ConvFeatures", "grid_shape", "padded_size"]
+__all__ = ["ConvDecoder", "ConvEncoder", "ConvFeatures", "ConvTranspose2d", "grid_shape", "padded_size"]
