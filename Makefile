@@ -35,6 +35,7 @@ bench: install
 	$(PY) benchmarks/train_throughput.py --suite conv --epochs 7 --subset 4000
 	$(PY) benchmarks/train_throughput.py --suite denormal --epochs 5 --subset 10000 --batch-size 100
 	$(PY) benchmarks/loglik_throughput.py --examples 200 --repeats 5
+	$(PY) benchmarks/conv_kernels.py --repeats 5
 	$(PY) benchmarks/train_memory.py --epochs 3
 
 # issue 16: the literature's Fashion-MNIST entries as resumable runs under ~/pyro-vae-runs/reproduce
