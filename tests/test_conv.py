@@ -264,3 +264,25 @@ def test_conv_decoders_use_the_layer_that_picks_its_kernel():
     dec = ConvDecoder(2, (8,), (1, 28, 28), out_channels=1, conv_channels=(4, 8))
     deconvs = [m for m in dec.modules() if isinstance(m, nn.ConvTranspose2d)]
     assert len(deconvs) == 2 and all(isinstance(m, ConvTranspose2d) for m in deconvs)
+
+
+def test_the_transposed_convolution_scripts_traces_and_autocasts_as_torchs_does():
+    """The kernel choice stays out of TorchScript, traced graphs and autocast: those see
+    torch's functional transposed convolution."""
+    import warnings  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    layer, x = ConvTranspose2d(5, 1, kernel_size=4, stride=2, padding=1), torch.randn(2, 5, 7, 7)
+    expected = F.conv_transpose2d(x, layer.weight, layer.bias, stride=2, padding=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still used
+        torch.testing.assert_close(torch.jit.script(layer)(x), expected)
+        torch.jit.script(ConvDecoder(2, (8,), (1, 28, 28), out_channels=1, conv_channels=(4, 8)))
+        traced = torch.jit.trace(layer, x)
+    assert traced(torch.zeros(0, 5, 7, 7)).shape == (0, 1, 14, 14)  # no choice baked in for non-empty input
+    graph = torch.fx.symbolic_trace(ConvDecoder(2, (8,), (1, 28, 28), out_channels=1, conv_channels=(4, 8)),
+                                    concrete_args={"extra": None})
+    assert graph(torch.zeros(3, 2)).shape == (3, 1, 28, 28)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert layer(x).dtype == torch.bfloat16
+    assert layer(x, output_size=[15, 15]).shape == nn.ConvTranspose2d.forward(layer, x, output_size=[15, 15]).shape

@@ -138,16 +138,35 @@ NATIVE_KERNEL_MAX_CHANNELS = 3
 class ConvTranspose2d(nn.ConvTranspose2d):
     """:class:`torch.nn.ConvTranspose2d` (same parameters, same state dict) that runs torch's
     own kernel on the CPU when it has at most :data:`NATIVE_KERNEL_MAX_CHANNELS` output
-    channels (measured faster there; oneDNN's otherwise and on other devices)."""
+    channels (measured faster there), and :func:`torch.nn.functional.conv_transpose2d`
+    (oneDNN's kernel on the CPU) otherwise: on other devices, under autocast, and when it is
+    scripted or traced (TorchScript, ``torch.jit.trace``, ``torch.fx``), so that a traced
+    graph holds no choice made for one device or batch."""
 
-    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
-        native = (x.device.type == "cpu" and x.dim() == 4 and x.shape[0] > 0 and output_size is None
-                  and x.dtype in (torch.float32, torch.float64) and self.groups == 1
-                  and self.padding_mode == "zeros" and self.out_channels <= NATIVE_KERNEL_MAX_CHANNELS)
-        if not native:
-            return super().forward(x, output_size)
-        return torch.ops.aten.slow_conv_transpose2d(x, self.weight, self.kernel_size, self.bias, self.stride,
-                                                    self.padding, self.output_padding, self.dilation)
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:  # noqa: A002
+        if not torch.jit.is_scripting():  # TorchScript compiles none of this block
+            if not torch.jit.is_tracing() and _native_kernel_applies(self, input, output_size):
+                return torch.ops.aten.slow_conv_transpose2d(input, self.weight, self.kernel_size, self.bias,
+                                                            self.stride, self.padding, self.output_padding,
+                                                            self.dilation)
+        if self.padding_mode != "zeros":
+            raise ValueError("ConvTranspose2d supports padding_mode 'zeros' only")
+        if output_size is None:
+            return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding,
+                                      self.output_padding, self.groups, self.dilation)
+        padding = self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size, 2,
+                                       self.dilation)
+        return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, padding, self.groups,
+                                  self.dilation)
+
+
+def _native_kernel_applies(layer: ConvTranspose2d, input, output_size) -> bool:  # noqa: A002
+    """Whether ``layer`` runs torch's own kernel on ``input``: a non-empty float32/float64 batch
+    of maps on the CPU, no autocast, no FX proxy, few output channels."""
+    return (isinstance(input, torch.Tensor) and input.device.type == "cpu" and input.dim() == 4
+            and input.shape[0] > 0 and output_size is None and input.dtype in (torch.float32, torch.float64)
+            and layer.groups == 1 and layer.padding_mode == "zeros"
+            and layer.out_channels <= NATIVE_KERNEL_MAX_CHANNELS and not torch.is_autocast_enabled("cpu"))
 
 
 class ConvDecoder(nn.Module):
