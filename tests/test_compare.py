@@ -128,11 +128,11 @@ def test_cvae_is_marked_conditional_in_its_own_group():
 def test_report_shows_each_rows_kl_term_and_none_for_the_point_mass(comparison):
     rows = {r["name"]: r for r in json.loads((comparison / "summary.json").read_text())}
     assert rows["vae"]["reconstruction"] - rows["vae"]["kl"] == pytest.approx(rows["vae"]["elbo"], rel=1e-9)
-    assert rows["ppca"]["kl"] == 0  # no latent site: the ELBO is the exact log-likelihood
+    assert "kl" not in rows["ppca"] and "kl" not in rows["mixture"]  # latents summed out: exact, no KL
     report = (comparison / "report.md").read_text()
     header = next(line for line in report.splitlines() if line.startswith("| rank |")).split(" | ")
     column = header.index("KL")
     cells = {line.split(" | ")[1]: line.split(" | ")[column] for line in report.splitlines()
-             if line.startswith("| ") and (" | vae | " in line or " | ae | " in line)}
+             if line.startswith("| ") and line.split(" | ")[1] in ("vae", "ae", "mixture")}
     assert cells["vae"] == f"{rows['vae']['kl']:.2f} ± {rows['vae']['kl_stderr']:.2f}"
-    assert cells["ae"] == "n/a"
+    assert cells["ae"] == cells["mixture"] == "n/a"

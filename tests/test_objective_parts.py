@@ -14,7 +14,7 @@ from pyro_vae.data import DataConfig, load_dataset
 from pyro_vae.inference import TrainConfig, fit
 from pyro_vae.inference.evaluate import evaluate, evaluate_per_example
 from pyro_vae.inference.objectives import OBJECTIVES, Objective, build_objective
-from pyro_vae.models import HVAE, M2, PPCA, VAE, HVAEConfig, M2Config, PPCAConfig, VAEConfig
+from pyro_vae.models import HVAE, M2, MODELS, PPCA, VAE, HVAEConfig, M2Config, PPCAConfig, VAEConfig
 from pyro_vae.runfiles import read_per_example, write_per_example
 from tests.conftest import binary_batch
 
@@ -159,6 +159,9 @@ def test_under_warmup_the_curve_weights_the_kl_part_and_the_parts_stay_unweighte
 def test_fit_with_an_objective_without_parts_logs_none(digits):
     history = _fit(digits, objective="meanfield").history
     assert not any("train_kl" in r or "train_reconstruction" in r for r in history)
+    mixture = MODELS["mixture"][1](digits.data_dim, MODELS["mixture"][0](num_components=3))
+    history = fit(mixture, digits, TrainConfig(epochs=1, progress=False)).history
+    assert not any(key.endswith(("_kl", "_reconstruction")) for key in history[0])  # latents summed out
 
 
 def test_a_plugin_objective_whose_parts_change_names_midway_is_refused(digits):
@@ -218,10 +221,11 @@ def test_evaluate_reports_the_elbos_parts_with_their_errors(x):
     assert streamed["num_examples"] == len(x)
 
 
-def test_a_model_without_latents_has_no_kl_and_m2_has_no_parts(x):
+def test_a_model_without_latents_and_m2_have_no_parts(x):
     ppca = PPCA(64, PPCAConfig(latent_dim=2)).double()
-    test = evaluate(ppca, x, num_samples=1)
-    assert test["kl"] == 0 and test["reconstruction"] == pytest.approx(test["elbo"], rel=1e-12)
+    test, per_example = evaluate_per_example(ppca, x, num_samples=1)  # latents integrated out: exact
+    assert "kl" not in test and "reconstruction" not in test and set(per_example) == {"elbo", "log_likelihood"}
+    assert build_objective("elbo").loss_and_parts(ppca, x)[1] == {}
     m2 = M2(64, M2Config(latent_dim=2, hidden_dims=(8,)), num_classes=3).double()
     test, per_example = evaluate_per_example(m2, x, torch.zeros(len(x), dtype=torch.long), num_samples=2)
     assert "kl" not in test and "reconstruction" not in test and set(per_example) == {"elbo", "log_likelihood"}

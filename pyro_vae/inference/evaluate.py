@@ -43,7 +43,7 @@ class Estimate:
 
     An ELBO's ``parts`` map ``"reconstruction"`` and ``"kl"`` to their per-example values
     ``(n,)`` (``per_example = reconstruction - kl``); None where there are none (a
-    log-likelihood, M2's label-summed ELBO)."""
+    log-likelihood, M2's label-summed ELBO, a model without latents)."""
 
     per_example: torch.Tensor  # (n,)
     num_samples: int
@@ -154,6 +154,8 @@ def _elbo(model, x, y, num_samples, batch_size, sample_chunk) -> Estimate:
     terms = reduce_log_weights(model, x, y, num_samples, batch_size, sample_chunk, "mean_parts")  # (n, 3)
     # contiguous columns: a strided one would be summed in another order (the last bits differ)
     elbo_values, reconstruction, kl = terms.T.contiguous()
+    if not model.has_latents:  # latents summed out: the ELBO is exact and has no KL term
+        return Estimate(elbo_values, num_samples)
     return Estimate(elbo_values, num_samples, parts={"reconstruction": reconstruction, "kl": kl})
 
 
@@ -253,10 +255,11 @@ def evaluate(model, x, y=None, *, num_samples: int = 1000, elbo_samples: int = 1
     ``log_likelihood_samples``, ``exact``, ``bound``, ``conditional``, ``discrete``,
     ``num_examples``; the ELBO's two terms ``reconstruction`` (E_q[log p(x | z)]) and ``kl``
     (E_q[log q(z | x) - log p(z)]), each with its ``_stderr``, where the model's ELBO has
-    them (all but M2's, whose label is summed out); and, for densities over grey levels whose
-    integer scale ``pixel_max`` is given (255 for 8-bit images), ``bits_per_dim``. Values are nats per example (log
-    scale, higher is better); ``log_likelihood`` is ``None`` when the model has no estimate
-    (a point-mass guide), a standard error ``None`` for a single example.
+    them (not M2's, whose label is summed out, nor an exact one: PPCA, mixtures); and, for
+    densities over grey levels whose integer scale ``pixel_max`` is given (255 for 8-bit
+    images), ``bits_per_dim``. Values are nats per example (log scale, higher is better);
+    ``log_likelihood`` is ``None`` when the model has no estimate (a point-mass guide), a
+    standard error ``None`` for a single example.
     :func:`evaluate_per_example` also returns the per-example values.
     """
     return evaluate_per_example(model, x, y, num_samples=num_samples, elbo_samples=elbo_samples,

@@ -24,8 +24,9 @@ def held_out_elbo(model, x, y, world: int) -> tuple[float, dict]:
 
     Returns ``(elbo, parts)``: the mean ELBO per example and its parts' means from the same
     draws, ``{"reconstruction": ..., "kl": ...}`` (``{}`` for a model whose ELBO has none)."""
-    # M2's ELBO sums its label out: no parts (evaluate._label_summed); every other model's has two.
-    names = [] if getattr(model, "sums_out_labels", False) else ["reconstruction", "kl"]
+    # M2's ELBO sums its label out, PPCA's and the mixtures' their latents: no parts (evaluate._elbo).
+    summed_out = getattr(model, "sums_out_labels", False) or not getattr(model, "has_latents", True)
+    names = [] if summed_out else ["reconstruction", "kl"]
 
     def per_example(xs, ys):  # (n_shard, 1 + len(names)): the ELBO, then its parts
         estimate = _elbo(model, xs, ys, num_samples=1, batch_size=1000, sample_chunk=100)

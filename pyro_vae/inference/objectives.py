@@ -10,8 +10,9 @@ those draws whatever the KL weight (the loop logs their averages per example as
 ``train_reconstruction`` and ``train_kl``). The parts come from the importance weights:
 ``elbo`` (reparameterized guides, every built-in model but M2) and ``iwae``, whose parts are
 the ELBO's, estimated from its K samples (its objective is not their difference). Objectives
-computed by Pyro's ELBOs (``meanfield``, M2's enumeration, score-function guides) return no
-parts (``{}``).
+computed by Pyro's ELBOs (``meanfield``, M2's enumeration, score-function guides) and models
+whose latents are summed out (``has_latents`` False: PPCA, mixtures; their ELBO is exact)
+return no parts (``{}``).
 
 Registered objectives (:data:`OBJECTIVES`, the names ``--objective`` accepts):
 
@@ -159,6 +160,8 @@ class Objective:
         observed, latent, _ = _weight_terms(model, x, y, num_samples)  # (K, batch) each
         weight = self.kl_weight
         log_w = observed + latent if weight == 1.0 else observed + weight * latent
+        if not getattr(model, "has_latents", True):  # latents summed out (PPCA, mixtures): no KL term
+            return log_w, {}
         reconstruction, kl = observed.detach().sum(), -latent.detach().sum()
         if num_samples > 1:  # sums over the K draws too: their mean per example
             reconstruction, kl = reconstruction / num_samples, kl / num_samples
