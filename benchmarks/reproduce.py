@@ -125,7 +125,7 @@ from reproduce_results import (
     entry_record,
     per_example_path,
     print_table,
-    read_archive,
+    read_previous,
     targets,
     write_archive,
 )
@@ -296,6 +296,11 @@ def main(argv=None) -> dict:
     check_results_path(results_path, parser)  # before hours of work, not after
     if args.cost:
         return write_costs(args, argv, names, dataset=dataset, eval_samples=eval_samples, path=results_path)
+    try:  # the results already there, whose entries are carried over: checked before hours of work
+        previous, archive = read_previous(results_path, dataset=dataset, smoke=args.smoke)
+    except ValueError as err:
+        print(f"reproduce.py: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     if args.runs_dir:
         runs_dir = Path(args.runs_dir).expanduser()
     elif args.smoke:
@@ -327,9 +332,7 @@ def main(argv=None) -> dict:
     # Entries of the results file already there whose runs are not here (another session's
     # machine) are carried over, and their kept per-example values pair them with these.
     order = list(ENTRIES)
-    records = sorted(records + carried_over(results_path, records, dataset=dataset, smoke=args.smoke),
-                     key=lambda r: order.index(r["name"]))
-    archive = read_archive(results_path)
+    records = sorted(records + carried_over(previous, records), key=lambda r: order.index(r["name"]))
     per_example = add_pairing(records, archive)
 
     commit, dirty = git_commit()

@@ -13,7 +13,6 @@ with it image by image all the same.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import common  # noqa: F401  (benchmarks/common.py puts pyro_vae on the path)
@@ -24,6 +23,7 @@ from reproduce_runs import fmt
 from pyro_vae.checkpoint import atomic_write_bytes
 from pyro_vae.compare.stats import SIGNIFICANCE_STDERRS, check_comparable, paired_difference
 from pyro_vae.data.npz import read_npz_arrays
+from pyro_vae.jsonio import read_json_file
 from pyro_vae.runs import read_config, read_metrics, read_per_example
 
 
@@ -66,31 +66,46 @@ def per_example_path(results_path: Path) -> Path:
     return results_path.with_name(results_path.stem + "-per-example.npz")
 
 
-def carried_over(results_path: Path, records: list[dict], *, dataset: str, smoke: bool) -> list[dict]:
-    """The entries of the results file at ``results_path`` (if any) that ``records`` lack,
-    marked as carried over; none from a file of another data set, smoke mode or test set."""
+def read_previous(results_path: Path, *, dataset: str, smoke: bool) -> tuple[list[dict], dict]:
+    """``(entries, per-example values)`` of the results file already at ``results_path`` and the
+    values kept beside it, for :func:`carried_over`; nothing from a file of another data set or
+    smoke mode, or where there is no file. Read before anything is trained: a damaged file is
+    one ``ValueError`` naming it (and what is wrong), not a crash after hours of training."""
     if not results_path.is_file():
-        return []
-    old = json.loads(results_path.read_text())
+        return [], {}
+    old = read_json_file(results_path, what="results file")
+    if not isinstance(old, dict) or not isinstance(old.get("entries"), list):
+        raise ValueError(f"results file {str(results_path)!r} is not an object with a list of entries")
     if old.get("dataset") != dataset or bool(old.get("smoke")) != smoke:
-        return []
+        return [], {}
+    for i, entry in enumerate(old["entries"]):
+        data = entry.get("config", {}).get("run_config", {}).get("data") if isinstance(entry, dict) else None
+        if (not isinstance(data, dict) or not isinstance(entry.get("name"), str)
+                or not isinstance(entry.get("test_set_sha256"), str) or not _is_count(entry.get("test_examples"))):
+            raise ValueError(f"results file {str(results_path)!r}: entries[{i}] lacks a name, test_set_sha256, "
+                             f"test_examples or config.run_config.data as reproduce.py writes them")
+        if not entry.get("carried_from"):  # the commit that first wrote it, kept across carry-overs
+            entry["carried_from"] = old.get("commit")
+    path = per_example_path(results_path)
+    archive = read_npz_arrays(path) if path.is_file() else {}
+    for name, values in archive.items():
+        if values.dtype != np.float64 or values.ndim != 1 or not np.isfinite(values).all():
+            raise ValueError(f"{str(path)!r}: {name!r} is not a finite float64 vector")
+    return old["entries"], archive
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def carried_over(previous: list[dict], records: list[dict]) -> list[dict]:
+    """The ``previous`` entries (:func:`read_previous`) that ``records`` lack, marked as carried
+    over; none scored on another test set than ``records``, nor of an entry that no longer exists."""
     present = {r["name"] for r in records}
     sha = {r["test_set_sha256"] for r in records}
-    out = []
-    for entry in old.get("entries", []):
-        if entry["name"] in present or entry["name"] not in ENTRIES:
-            continue
-        if sha and entry.get("test_set_sha256") not in sha:
-            continue  # scored on another test set: not comparable with these runs
-        entry = dict(entry, action="carried over", carried_from=entry.get("carried_from") or old.get("commit"))
-        out.append(entry)
-    return out
-
-
-def read_archive(results_path: Path) -> dict:
-    """The kept per-example log-likelihoods (name -> float64 array), ``{}`` without a file."""
-    path = per_example_path(results_path)
-    return read_npz_arrays(path) if path.is_file() else {}
+    return [dict(entry, action="carried over") for entry in previous
+            if entry["name"] not in present and entry["name"] in ENTRIES
+            and (not sha or entry["test_set_sha256"] in sha)]
 
 
 def write_archive(results_path: Path, per_example: dict) -> None:

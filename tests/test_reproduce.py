@@ -6,6 +6,7 @@ The full reproduction (Fashion-MNIST, up to 2,000 epochs, K = 5000) is run by ha
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -313,3 +314,36 @@ def test_entries_whose_runs_are_gone_are_carried_over_and_paired_from_the_kept_v
     after = {e["name"]: e for e in json.loads(path.read_text())["entries"]}
     assert after["hvae"]["paired_vs_vae"] is None and after["hvae"]["paired_vs_baseline"] is None
     assert after["vamp"]["paired_vs_vae"] == before["vamp"]["paired_vs_vae"]  # as it was written
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("results", "results file .* could not be parsed|results file .* is not"),
+    ("entry", r"entries\[0\] lacks a name, test_set_sha256"),
+    ("archive", "not a readable .npz archive"),
+    ("values", "'vae' is not a finite float64 vector"),
+])
+def test_damaged_previous_results_are_one_line_before_anything_trains(bench, smoke, tmp_path, capsys, damage,
+                                                                      message):
+    path, runs = tmp_path / "results.json", tmp_path / "runs"
+    shutil.copy(smoke["path"], path)
+    archive = bench.per_example_path(path)
+    shutil.copy(bench.per_example_path(smoke["path"]), archive)
+    if damage == "results":
+        path.write_text(path.read_text()[:200])
+    elif damage == "entry":
+        results = json.loads(path.read_text())
+        del results["entries"][0]["test_set_sha256"]
+        path.write_text(json.dumps(results))
+    elif damage == "archive":
+        archive.write_bytes(archive.read_bytes()[:300])
+    else:
+        values = dict(np.load(archive))
+        values["vae"] = values["vae"][:3].astype(np.float32)
+        np.savez(archive, **values)
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--smoke", "--only", "hvae", "--runs-dir", str(runs), "--results", str(path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("reproduce.py: error: ")
+    assert re.search(message, err[0]), err[0]
+    assert not runs.exists()  # refused before the runs directory was made
