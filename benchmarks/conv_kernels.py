@@ -23,17 +23,18 @@ The last line printed is one JSON object.
 
 Notes
 -----
-Measured on the development machine (2 shared CPU cores, torch 2.14.1, one thread, beside two
-single-threaded training runs; medians of 5; two runs of part 1, so ranges):
+Measured on the development machine (2 CPU cores, torch 2.14.1, one thread, ``--repeats 5``),
+twice: beside two single-threaded training runs, and on the idle machine (second figure):
 
-- forward of 2,000 maps, oneDNN against torch's kernel: 32 -> 1 channel 125-133 and 30-43 ms;
-  32 -> 2: 104-147 and 94-102 ms; 32 -> 3: 135-178 and 88-136 ms; 32 -> 6: 168-233 and
-  233-262 ms (oneDNN ahead); 64 -> 32: 185-207 and 297-325 ms (oneDNN ahead). Forward + backward
-  of 100 (training) is within the noise for 1 channel (5.8-6.5 and 3.2-7.3 ms). Hence torch's
-  kernel up to 3 output channels, on the CPU.
-- end to end, the conv HVAE's K = 500 evaluation of 20 images (5 chunks of 2,000 codes): 2.06 s
-  against 2.25 s, 1.09x; the estimates agree to 6e-5 nats (float32 rounding). The layer is one
-  part of the model's passes (the HVAE's dense conditionals and the encoders are the rest).
+- forward of 2,000 maps, oneDNN against torch's kernel: 32 -> 1 channel 125 / 90 ms against
+  30 / 23 ms; 32 -> 2: 147 / 93 against 102 / 50 ms; 32 -> 3: 178 / 118 against 136 / 79 ms;
+  32 -> 6: 233 / 143 against 262 / 152 ms and 64 -> 32: 185 / 129 against 297 / 226 ms
+  (oneDNN ahead). Forward + backward of 100 (training), 32 -> 1: 6.5 / 6.9 against
+  7.3 / 3.6 ms (noise beside the training runs). Hence torch's kernel up to 3 output channels.
+- end to end, the conv HVAE's K = 500 evaluation of 20 images (5 chunks of 2,000 codes): 2.25 /
+  1.54 s with oneDNN alone against 2.06 / 1.21 s (1.09x / 1.27x); the estimates agree to 6e-5
+  nats (float32 rounding). The layer is one part of the model's passes (the HVAE's dense
+  conditionals and the encoders are the rest).
 """
 
 from __future__ import annotations

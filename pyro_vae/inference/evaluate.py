@@ -34,7 +34,12 @@ from ..data.streaming import batches, is_streamed, tensor_pair
 from ..errors import check_positive_int
 from ..models.base import _model_float
 from .fingerprints import fingerprint, hash_values  # noqa: F401  (importable from here as before)
-from .importance import GlobalSiteError, log_importance_weights, reduce_log_weights  # noqa: F401  (re-exported)
+from .importance import (  # noqa: F401  (log_importance_weights, GlobalSiteError: re-exported)
+    GlobalSiteError,
+    elbo_has_terms,
+    log_importance_weights,
+    reduce_log_weights,
+)
 
 
 @dataclass
@@ -154,7 +159,7 @@ def _elbo(model, x, y, num_samples, batch_size, sample_chunk) -> Estimate:
     terms = reduce_log_weights(model, x, y, num_samples, batch_size, sample_chunk, "mean_parts")  # (n, 3)
     # contiguous columns: a strided one would be summed in another order (the last bits differ)
     elbo_values, reconstruction, kl = terms.T.contiguous()
-    if not model.has_latents:  # latents summed out: the ELBO is exact and has no KL term
+    if not elbo_has_terms(model):  # latents summed out: the ELBO is exact and has no KL term
         return Estimate(elbo_values, num_samples)
     return Estimate(elbo_values, num_samples, parts={"reconstruction": reconstruction, "kl": kl})
 

@@ -14,6 +14,7 @@ import torch
 
 from . import distributed
 from .evaluate import _elbo, _log_likelihood
+from .importance import elbo_has_terms
 
 
 @torch.no_grad()
@@ -24,9 +25,7 @@ def held_out_elbo(model, x, y, world: int) -> tuple[float, dict]:
 
     Returns ``(elbo, parts)``: the mean ELBO per example and its parts' means from the same
     draws, ``{"reconstruction": ..., "kl": ...}`` (``{}`` for a model whose ELBO has none)."""
-    # M2's ELBO sums its label out, PPCA's and the mixtures' their latents: no parts (evaluate._elbo).
-    summed_out = getattr(model, "sums_out_labels", False) or not getattr(model, "has_latents", True)
-    names = [] if summed_out else ["reconstruction", "kl"]
+    names = ["reconstruction", "kl"] if elbo_has_terms(model) else []
 
     def per_example(xs, ys):  # (n_shard, 1 + len(names)): the ELBO, then its parts
         estimate = _elbo(model, xs, ys, num_samples=1, batch_size=1000, sample_chunk=100)
@@ -51,11 +50,6 @@ def held_out_bound(model, x, y, num_samples: int, world: int) -> float:
     def per_example(xs, ys):
         return _log_likelihood(model, xs, ys, num_samples, batch, chunk, False).per_example
 
-    return _held_out_mean(per_example, x, y, world)
-
-
-def _held_out_mean(per_example, x, y, world: int) -> float:
-    """The mean of ``per_example(x, y)``; under torchrun over every rank's shard."""
     if world > 1:
         return distributed.sharded_mean(per_example, x, y)
     return per_example(x, y).mean().item()

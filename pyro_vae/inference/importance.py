@@ -59,6 +59,13 @@ def _log_weights_and_sites(model, x, y, num_samples):
     return observed + latent, sites
 
 
+def elbo_has_terms(model) -> bool:
+    """Whether ``model``'s ELBO splits into a reconstruction and a KL term that pyro-vae reports:
+    not where the latents are summed out (``has_latents`` False: PPCA, mixtures, whose ELBO is
+    exact) nor where the label is (``sums_out_labels``: M2, scored class by class)."""
+    return getattr(model, "has_latents", True) and not getattr(model, "sums_out_labels", False)
+
+
 def _weight_terms(model, x, y, num_samples):
     """``(observed, latent, sites)``: ``log w`` split as ``observed + latent``, each ``(K, batch)``.
 

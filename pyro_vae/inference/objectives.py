@@ -67,7 +67,7 @@ from pyro.poutine.util import site_is_subsample
 
 from ..errors import check_choice, check_non_negative_int, check_positive_int
 from ..registry import Registry
-from .importance import GlobalSiteError, _log_weights_and_sites, _weight_terms
+from .importance import GlobalSiteError, _log_weights_and_sites, _weight_terms, elbo_has_terms
 
 
 def check_kl_weighting(beta, kl_warmup) -> tuple[float, int]:
@@ -160,7 +160,7 @@ class Objective:
         observed, latent, _ = _weight_terms(model, x, y, num_samples)  # (K, batch) each
         weight = self.kl_weight
         log_w = observed + latent if weight == 1.0 else observed + weight * latent
-        if not getattr(model, "has_latents", True):  # latents summed out (PPCA, mixtures): no KL term
+        if not elbo_has_terms(model):  # latents summed out (PPCA, mixtures): no KL term
             return log_w, {}
         reconstruction, kl = observed.detach().sum(), -latent.detach().sum()
         if num_samples > 1:  # sums over the K draws too: their mean per example

@@ -128,10 +128,9 @@ class ConvEncoder(nn.Module):
 #: Output channels up to which a transposed convolution on the CPU runs torch's own kernel
 #: instead of oneDNN's, which is slower there in evaluation: the conv decoders' last layer
 #: (1 channel for grey Bernoulli images, 3 for RGB) forward on 2,000 maps of 32 x 14 x 14 took
-#: 125-133 ms with oneDNN and 30-43 ms with torch's kernel (3 channels: 136-178 and 88-136 ms),
-#: while from 6 channels out oneDNN is ahead; a training batch's forward + backward is within
-#: noise either way. The conv HVAE's importance-sampled evaluation is 1.09x faster end to end
-#: (benchmarks/conv_kernels.py).
+#: 90 ms with oneDNN and 23 ms with torch's kernel (3 channels: 118 and 79 ms), while from 6
+#: channels out oneDNN is ahead. The conv HVAE's importance-sampled evaluation is 1.27x faster
+#: end to end (benchmarks/conv_kernels.py, idle machine, one thread).
 NATIVE_KERNEL_MAX_CHANNELS = 3
 
 
