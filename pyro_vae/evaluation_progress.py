@@ -58,16 +58,17 @@ def parameters_key(model) -> bytes:
     return digest.digest()
 
 
-def evaluation_key(model, x: torch.Tensor, y: torch.Tensor | None, settings: dict) -> bytes:
+def evaluation_key(model, x: torch.Tensor, y: torch.Tensor | None, settings: dict, *,
+                   parameters: bytes | None = None) -> bytes:
     """SHA-256 of what an evaluation's numbers depend on: the model's state
-    (:func:`parameters_key`), the test inputs (and labels), ``settings`` (K, batch sizes,
-    seed ...: JSON values), the dtype, the device type and the versions of torch, Pyro and
-    pyro-vae."""
+    (:func:`parameters_key`; ``parameters`` where the caller has it already), the test inputs
+    (and labels), ``settings`` (K, batch sizes, seed ...: JSON values), the dtype, the device
+    type and the versions of torch, Pyro and pyro-vae."""
     from . import __version__  # noqa: PLC0415  (the package imports this module's users)
 
     context = {"settings": settings, "dtype": str(x.dtype), "device": x.device.type, "torch": torch.__version__,
                "pyro": pyro.__version__, "pyro_vae": __version__, "data": fingerprint(x, y)}
-    digest = hashlib.sha256(parameters_key(model))
+    digest = hashlib.sha256(parameters_key(model) if parameters is None else parameters)
     digest.update(json.dumps(context, sort_keys=True).encode())
     return digest.digest()
 

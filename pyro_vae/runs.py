@@ -319,8 +319,9 @@ def _evaluate(model, data, config, num_samples, *, run_dir=None) -> tuple[dict, 
     if run_dir is not None:
         settings = {"num_samples": num_samples, "elbo_samples": 1, "batch_size": 100, "sample_chunk": 100,
                     "seed": seed}
-        store = EvaluationProgress(run_dir, evaluation_key(model, x, labels, settings), batch_size=100,
-                                   num_examples=x.shape[0], parameters=parameters_key(model))
+        parameters = parameters_key(model)  # hashed once: the key holds it too
+        store = EvaluationProgress(run_dir, evaluation_key(model, x, labels, settings, parameters=parameters),
+                                   batch_size=100, num_examples=x.shape[0], parameters=parameters)
     resume = None if store is None else store.load()
     if resume is not None and config.train.progress:
         print(f"continuing the saved evaluation ({resume['log_likelihood'].shape[0]:,} of {x.shape[0]:,} test "
